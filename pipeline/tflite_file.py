@@ -67,6 +67,7 @@ class TFLiteModel:
     subgraph_count: int
     metadata_buffers: dict[str, bytes] = field(default_factory=dict)
     associated_files: dict[str, bytes] = field(default_factory=dict)
+    constant_buffers: dict[int, bytes] = field(default_factory=dict, repr=False)  # tensor index -> raw data
 
     def op_histogram(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -76,6 +77,13 @@ class TFLiteModel:
 
     def tensor(self, index: int) -> Tensor:
         return self.tensors[index]
+
+    def tensor_data(self, index: int) -> np.ndarray:
+        """The constant values of tensor ``index`` (weights, biases), shaped and typed."""
+        t = self.tensors[index]
+        if index not in self.constant_buffers:
+            raise ValueError(f"tensor {t.name!r} has no constant data")
+        return np.frombuffer(self.constant_buffers[index], dtype=np.dtype(t.dtype)).reshape(t.shape)
 
     @property
     def input_tensors(self) -> list[Tensor]:
@@ -121,9 +129,13 @@ def read_model(path: str | Path) -> TFLiteModel:
 
     graph = model.subgraphs[0]
     tensors = []
+    constant_buffers = {}
     for i, t in enumerate(graph.tensors or []):
         q = t.quantization
-        size = len(buffer_bytes(t.buffer)) if t.buffer else 0
+        raw = buffer_bytes(t.buffer) if t.buffer else b""
+        size = len(raw)
+        if raw:
+            constant_buffers[i] = raw
         tensors.append(
             Tensor(
                 index=i,
@@ -170,6 +182,7 @@ def read_model(path: str | Path) -> TFLiteModel:
         subgraph_count=len(model.subgraphs),
         metadata_buffers=metadata_buffers,
         associated_files=_zip_members(data),
+        constant_buffers=constant_buffers,
     )
 
 

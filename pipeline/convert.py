@@ -1,0 +1,97 @@
+"""Stage 4: Keras model to TFLite: float32, post-training int8 (PTQ) or int8 from a QAT model.
+
+Full-integer conversion restricts the converter to int8 builtin kernels, so a layer that cannot be
+quantized fails the conversion loudly instead of leaving a float op behind.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from pipeline.data import normalize
+from pipeline.errors import PipelineError
+from pipeline.tf_env import keras, tf
+
+MODES = ("float32", "ptq_int8", "qat_int8")
+IO_DTYPES = ("uint8", "int8")
+
+
+def load_keras_model(path: str | Path) -> keras.Model:
+    """Load a ``.keras``/``.h5`` file or SavedModel folder, QAT-wrapped ones and zoo custom layers included."""
+    import tensorflow_model_optimization as tfmot
+
+    from pipeline.qat import custom_objects
+
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"model not found: {path}")
+    try:
+        with tfmot.quantization.keras.quantize_scope(custom_objects()):
+            return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise PipelineError(f"cannot load Keras model {path}: {str(exc).splitlines()[0]}") from None
+
+
+def representative_dataset(images: np.ndarray, count: int = 200) -> callable:
+    """Calibration samples for the converter, normalized exactly as in training."""
+    chosen = images[np.random.default_rng(0).permutation(len(images))[:count]]
+
+    def generate() -> Iterator[list[np.ndarray]]:
+        for image in chosen:
+            yield [normalize(image[None])]
+
+    return generate
+
+
+def convert(
+    model: keras.Model,
+    mode: str,
+    calibration_images: np.ndarray | None = None,
+    io_dtype: str = "uint8",
+) -> bytes:
+    """Return the flatbuffer of ``model`` converted in ``mode`` (see MODES).
+
+    ``calibration_images`` (uint8, N x H x W x 3) are required for ``ptq_int8`` and used for
+    ``qat_int8`` too; ``io_dtype`` is the integer models' input/output type.
+    """
+    if mode not in MODES:
+        raise PipelineError(f"unknown conversion mode {mode!r}; choose one of {', '.join(MODES)}")
+    if io_dtype not in IO_DTYPES:
+        raise PipelineError(f"integer I/O type must be one of {', '.join(IO_DTYPES)}, got {io_dtype!r}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode != "float32":
+        if calibration_images is None or not len(calibration_images):
+            raise PipelineError(f"{mode} conversion needs representative images (--representative-data)")
+        expected = tuple(model.input_shape[1:3])
+        if tuple(calibration_images.shape[1:3]) != expected:
+            raise PipelineError(
+                f"representative images are {calibration_images.shape[1]}x{calibration_images.shape[2]} "
+                f"but the model takes {expected[0]}x{expected[1]}"
+            )
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset(calibration_images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtype = tf.uint8 if io_dtype == "uint8" else tf.int8
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+    try:
+        return converter.convert()
+    except Exception as exc:  # the converter raises ConverterError and assorted internals
+        first = next((line for line in str(exc).splitlines() if "error" in line.lower()), str(exc).splitlines()[0])
+        raise PipelineError(f"TFLite conversion ({mode}) failed: {first.strip()}") from None
+
+
+def float_ops(path: str | Path) -> list[str]:
+    """Ops of a converted integer model that compute in float (should be none after full-int8)."""
+    from pipeline.tflite_file import read_model
+
+    model = read_model(path)
+    found = set()
+    for op in model.operators:
+        if op.name in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        if any(model.tensors[i].dtype == "float32" for i in op.inputs + op.outputs if i >= 0):
+            found.add(op.name)
+    return sorted(found)

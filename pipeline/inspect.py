@@ -1,0 +1,60 @@
+"""``tflpipe inspect``: what is inside any .tflite file, for people and scripts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.tflite_file import Tensor, read_model
+
+
+def _io(t: Tensor) -> dict:
+    return {
+        "name": t.name,
+        "dtype": t.dtype,
+        "shape": list(t.shape),
+        "scale": t.scale[0] if len(t.scale) == 1 else list(t.scale) or None,
+        "zero_point": t.zero_point[0] if len(t.zero_point) == 1 else list(t.zero_point) or None,
+    }
+
+
+def inspect_model(path: str | Path) -> dict:
+    model = read_model(path)
+    dtypes: dict[str, int] = {}
+    for t in model.tensors:
+        dtypes[t.dtype] = dtypes.get(t.dtype, 0) + 1
+    meta = model.metadata
+    return {
+        "file": str(path),
+        "size_bytes": model.size_bytes,
+        "ops": model.op_histogram(),
+        "total_ops": len(model.operators),
+        "subgraphs": model.subgraph_count,
+        "tensor_dtypes": dtypes,
+        "input": _io(model.input_tensors[0]),
+        "output": _io(model.output_tensors[0]),
+        "inputs": [_io(t) for t in model.input_tensors],
+        "outputs": [_io(t) for t in model.output_tensors],
+        "metadata": {
+            "name": meta.get("name"),
+            "description": meta.get("description"),
+            "labels": meta.get("labels", []),
+            "mean": meta.get("mean"),
+            "std": meta.get("std"),
+            "associated_files": meta.get("files", sorted(model.associated_files)),
+        },
+    }
+
+
+def inspect_text(d: dict) -> str:
+    lines = [f"{d['file']}: {d['size_bytes']:,} bytes, {d['total_ops']} ops in {d['subgraphs']} subgraph(s)", "ops:"]
+    lines += [f"  {name:28} {count}" for name, count in d["ops"].items()]
+    for key in ("input", "output"):
+        t = d[key]
+        lines.append(f"{key}: {t['name']} {t['dtype']} {t['shape']} scale={t['scale']} zero_point={t['zero_point']}")
+    m = d["metadata"]
+    if m["labels"] or m["mean"]:
+        labels = m["labels"]
+        preview = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
+        lines.append(f"metadata: {m['name']!r}, mean={m['mean']} std={m['std']}, {len(labels)} labels ({preview})")
+    else:
+        lines.append("metadata: none")
+    return "\n".join(lines)

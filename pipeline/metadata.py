@@ -1,0 +1,64 @@
+"""Stage 5: TFLite metadata (labels, normalization, descriptions) via tflite-support's writers.
+
+With it the Android Task Library ``ImageClassifier`` and our own tools read everything they need
+from the model file itself: no glue code, no guessed preprocessing.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.fsutil import write_bytes
+from pipeline.tflite_file import read_model
+
+
+def write_metadata(
+    model_path: str | Path,
+    labels: list[str],
+    out_path: str | Path | None = None,
+    mean: float = 127.5,
+    std: float = 127.5,
+    name: str | None = None,
+    description: str = "",
+) -> Path:
+    """Embed labels and input normalization into ``model_path`` (or into a copy at ``out_path``)."""
+    from tensorflow_lite_support.metadata import metadata_schema_py_generated as meta
+    from tensorflow_lite_support.metadata.python.metadata_writers import image_classifier, metadata_info
+
+    model_path = Path(model_path)
+    model = read_model(model_path)
+    image, scores = model.input_tensors[0], model.output_tensors[0]
+    if image.rank != 4 or image.shape[-1] != 3:
+        raise PipelineError(f"{model_path.name} does not take an RGB image (input shape {image.shape})")
+    classes = scores.shape[-1]
+    if len(labels) != classes:
+        raise PipelineError(f"{len(labels)} labels given but {model_path.name} has {classes} outputs")
+    tensor_types = {"uint8": meta.TensorType.UINT8, "int8": meta.TensorType.INT8, "float32": meta.TensorType.FLOAT32}
+    with tempfile.TemporaryDirectory() as tmp:
+        labels_file = Path(tmp) / "labels.txt"  # the writer names the packed file after this path
+        labels_file.write_text("\n".join(labels) + "\n")
+        try:
+            writer = image_classifier.MetadataWriter.create_from_metadata_info(
+                model_path.read_bytes(),
+                general_md=metadata_info.GeneralMd(name=name or model_path.stem, description=description),
+                input_md=metadata_info.InputImageTensorMd(
+                    name="image",
+                    description="RGB image; pixels become (pixel - mean) / std, then are quantized with the "
+                    "input tensor's scale and zero point.",
+                    norm_mean=[mean],
+                    norm_std=[std],
+                    color_space_type=meta.ColorSpaceType.RGB,
+                    tensor_type=tensor_types[image.dtype],
+                ),
+                output_md=metadata_info.ClassificationTensorMd(
+                    name="probability",
+                    description=f"Probabilities of the {classes} labels.",
+                    label_files=[metadata_info.LabelFileMd(file_path=str(labels_file))],
+                    tensor_type=tensor_types[scores.dtype],
+                ),
+            )
+            data = writer.populate()
+        except Exception as exc:  # the writers raise bare exceptions on models they cannot describe
+            raise PipelineError(f"cannot write metadata into {model_path.name}: {exc}") from None
+    return write_bytes(out_path or model_path, data)

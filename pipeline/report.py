@@ -1,0 +1,95 @@
+"""Stage 7: the run's report: ``report.json`` (all figures), ``report.md`` and ``report.png``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import RunConfig
+from pipeline.fsutil import atomic_path, write_json, write_text
+
+STAGE_TITLES = {
+    "keras_float": "Keras float",
+    "keras_pruned": "Keras pruned",
+    "keras_qat": "Keras QAT",
+    "tflite_float32": "TFLite float32",
+    "tflite_ptq_int8": "TFLite PTQ int8 (dense)",
+    "tflite_pruned_ptq_int8": "TFLite PTQ int8 (pruned)",
+    "tflite_int8": "TFLite int8 (deployable)",
+}
+
+
+def summary_rows(state: dict) -> list[dict]:
+    stages = state.get("results", {}).get("evaluate", {}).get("stages", {})
+    return [{"stage": key, "title": STAGE_TITLES.get(key, key), **entry} for key, entry in stages.items()]
+
+
+def write_report(out: Path, config: RunConfig, state: dict) -> list[str]:
+    rows = summary_rows(state)
+    report = {
+        "config": config.to_dict(),
+        "stages_done": state.get("done", []),
+        "results": state.get("results", {}),
+        "summary": rows,
+        "deployable": "model_int8.tflite",
+        "labels": "labels.txt",
+    }
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", _markdown(config, state, rows))
+    files = ["report.json", "report.md"]
+    if any(r["kind"] == "tflite" for r in rows):
+        _plot(out / "report.png", rows)
+        files.append("report.png")
+    return files
+
+
+def _fmt(value, pattern: str) -> str:
+    return pattern.format(value) if value is not None else "—"
+
+
+def _markdown(config: RunConfig, state: dict, rows: list[dict]) -> str:
+    results = state.get("results", {})
+    lines = [
+        f"# tflpipe run: {config.model} (alpha {config.alpha}, {config.input_size}px)",
+        "",
+        f"Data: `{config.data}`, {results.get('evaluate', {}).get('validation_images', '?')} validation images. "
+        f"Pruning: {config.prune_sparsity:.0%} target sparsity; QAT: {'on' if config.qat else 'off'}; "
+        f"integer I/O: {config.io_dtype}.",
+        "",
+        "| stage | accuracy | size (bytes) | gzip (bytes) | weight sparsity | latency 1 thread (ms) | latency 2 threads (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['title']} | {r['accuracy']:.2%} | {_fmt(r.get('size_bytes'), '{:,}')} | {_fmt(r.get('gzip_bytes'), '{:,}')} | "
+            f"{_fmt(r.get('weight_sparsity'), '{:.1%}')} | {_fmt(r.get('latency_ms_1t'), '{:.2f}')} | {_fmt(r.get('latency_ms_2t'), '{:.2f}')} |"
+        )
+    if "prune" in results:
+        lines += ["", f"Measured sparsity of the pruned Keras kernels: {results['prune']['sparsity']:.1%}."]
+    timings = ", ".join(f"{name} {results[name]['seconds']:.0f} s" for name in state.get("done", []) if name in results)
+    lines += ["", f"Stage times: {timings}.", "", "![accuracy vs size vs latency](report.png)", ""]
+    return "\n".join(lines)
+
+
+def _plot(target: Path, rows: list[dict]) -> None:
+    """Accuracy against file size and against latency, one point per TFLite stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tflite = [r for r in rows if r["kind"] == "tflite"]
+    fig, (ax_size, ax_lat) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for r in tflite:
+        ax_size.scatter(r["gzip_bytes"] / 1024, r["accuracy"] * 100, s=60)
+        ax_size.annotate(r["title"], (r["gzip_bytes"] / 1024, r["accuracy"] * 100), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax_lat.scatter(r["latency_ms_1t"], r["accuracy"] * 100, s=60)
+        ax_lat.annotate(r["title"], (r["latency_ms_1t"], r["accuracy"] * 100), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax_size.set_xlabel("gzip size (KiB)")
+    ax_size.set_ylabel("validation accuracy (%)")
+    ax_lat.set_xlabel("LiteRT latency, 1 thread (ms)")
+    for ax in (ax_size, ax_lat):
+        ax.grid(alpha=0.3)
+    fig.suptitle("Accuracy vs size vs latency per stage")
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,248 @@
+"""``tflpipe run``: every stage in order, resumable, all artifacts in one output folder.
+
+``state.json`` records each finished stage and its results; a re-run with the same configuration
+skips them and continues at the first unfinished stage. Every artifact is written atomically, so
+an interrupted stage leaves nothing half-written behind.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.config import RunConfig
+from pipeline.errors import PipelineError
+from pipeline.fsutil import atomic_path, ensure_writable_dir, write_bytes, write_json, write_text
+
+log = logging.getLogger("tflpipe")
+
+STATE_FILE = "state.json"
+LABELS_FILE = "labels.txt"
+KERAS_FILES = {"float": "float.h5", "pruned": "pruned.h5", "qat": "qat.h5"}
+TFLITE_FILES = {
+    "float32": "model_float32.tflite",
+    "ptq_int8": "model_ptq_int8.tflite",
+    "pruned_ptq_int8": "model_pruned_ptq_int8.tflite",
+    "int8": "model_int8.tflite",  # the deployable file: int8 from QAT (or PTQ when QAT is off)
+}
+
+
+@dataclass
+class RunContext:
+    config: RunConfig
+    out: Path
+    state: dict = field(default_factory=dict)
+
+    @cached_property
+    def datasets(self):
+        from pipeline.data import load_dataset, split
+
+        data = load_dataset(self.config.data, self.config.input_size, progress=True)
+        if data.skipped:
+            log.warning("skipped %d unreadable file(s) in %s", data.skipped, self.config.data)
+        train, val = split(data, self.config.validation_split, self.config.seed)
+        log.info("data: %d train / %d validation images, %d classes", len(train), len(val), len(data.class_names))
+        return train, val
+
+    @property
+    def flip(self) -> bool:
+        # Mirrored digits are other glyphs; every other dataset follows the config.
+        return self.config.flip and self.config.data != "builtin:digits"
+
+    def path(self, name: str) -> Path:
+        return self.out / name
+
+    def save_keras(self, model, key: str) -> Path:
+        target = self.path(KERAS_FILES[key])
+        with atomic_path(target) as tmp:
+            model.save(tmp, include_optimizer=False)
+        return target
+
+    def load_keras(self, key: str):
+        from pipeline.convert import load_keras_model
+
+        return load_keras_model(self.path(KERAS_FILES[key]))
+
+    @property
+    def pruned(self) -> bool:
+        return self.config.prune_sparsity > 0
+
+
+def _fit_settings(ctx: RunContext, epochs: int, lr: float, weight_decay: float, warmup: float = 0.0):
+    from pipeline.train import FitSettings
+
+    c = ctx.config
+    return FitSettings(epochs=epochs, learning_rate=lr, batch_size=c.batch_size, weight_decay=weight_decay,
+                       augment=c.augment, flip=ctx.flip, warmup_epochs=warmup, seed=c.seed)
+
+
+def stage_train(ctx: RunContext) -> dict:
+    from keras_models import build_model
+    from pipeline.train import fit, keras_accuracy
+
+    c = ctx.config
+    train, val = ctx.datasets
+    weights = c.weights
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise PipelineError(f"weights file not found: {weights}")
+    model = build_model(c.model, c.input_size, classes=len(train.class_names), weights=weights, **c.model_knobs())
+    write_text(ctx.path(LABELS_FILE), "\n".join(train.class_names) + "\n")
+    history = fit(model, train, val, _fit_settings(ctx, c.epochs, c.learning_rate, c.weight_decay, warmup=min(1.0, c.epochs / 5)))
+    ctx.save_keras(model, "float")
+    return {"params": int(model.count_params()), "history": history, "keras_accuracy": keras_accuracy(model, val)}
+
+
+def stage_prune(ctx: RunContext) -> dict:
+    from pipeline.prune import measured_sparsity, prune
+    from pipeline.train import keras_accuracy
+
+    c = ctx.config
+    train, val = ctx.datasets
+    model = prune(ctx.load_keras("float"), train, val, c.prune_sparsity, _fit_settings(ctx, c.prune_epochs, c.prune_learning_rate, 0.0))
+    ctx.save_keras(model, "pruned")
+    return {"keras_accuracy": keras_accuracy(model, val), **measured_sparsity(model)}
+
+
+def stage_qat(ctx: RunContext) -> dict:
+    from pipeline.qat import qat
+    from pipeline.train import keras_accuracy
+
+    c = ctx.config
+    train, val = ctx.datasets
+    source = ctx.load_keras("pruned" if ctx.pruned else "float")
+    model = qat(source, train, val, _fit_settings(ctx, c.qat_epochs, c.qat_learning_rate, 0.0), preserve_sparsity=ctx.pruned)
+    ctx.save_keras(model, "qat")
+    return {"keras_accuracy": keras_accuracy(model, val), "preserve_sparsity": ctx.pruned}
+
+
+def stage_convert(ctx: RunContext) -> dict:
+    from pipeline.convert import convert, float_ops
+
+    c = ctx.config
+    train, _ = ctx.datasets
+    jobs = [("float32", "float", "float32"), ("ptq_int8", "float", "ptq_int8")]
+    if ctx.pruned:
+        jobs.append(("pruned_ptq_int8", "pruned", "ptq_int8"))
+    jobs.append(("int8", "qat", "qat_int8") if c.qat else ("int8", "pruned" if ctx.pruned else "float", "ptq_int8"))
+    results = {}
+    for key, source, mode in jobs:
+        start = time.perf_counter()
+        data = convert(ctx.load_keras(source), mode, train.images, c.io_dtype)
+        target = write_bytes(ctx.path(TFLITE_FILES[key]), data)
+        results[key] = {"file": target.name, "mode": mode, "from": KERAS_FILES[source],
+                        "seconds": round(time.perf_counter() - start, 1)}
+        if mode != "float32":
+            results[key]["float_ops"] = float_ops(target)
+            if results[key]["float_ops"]:
+                log.warning("%s still has float ops: %s", target.name, ", ".join(results[key]["float_ops"]))
+    return results
+
+
+def stage_metadata(ctx: RunContext) -> dict:
+    from pipeline.metadata import write_metadata
+    from pipeline.tflite_file import parse_labels
+
+    labels = parse_labels(ctx.path(LABELS_FILE).read_text())
+    written = []
+    for key, name in TFLITE_FILES.items():
+        if ctx.path(name).exists():
+            write_metadata(ctx.path(name), labels, name=f"{ctx.config.model} ({key})",
+                           description=f"{ctx.config.model} classifier produced by tflpipe ({key}).")
+            written.append(name)
+    return {"files": written, "labels": len(labels)}
+
+
+def stage_evaluate(ctx: RunContext) -> dict:
+    from pipeline.litert import benchmark, evaluate
+    from pipeline.train import keras_accuracy
+
+    _, val = ctx.datasets
+    stages: dict[str, dict] = {}
+    for key, name in KERAS_FILES.items():
+        if ctx.path(name).exists():
+            stages[f"keras_{key}"] = {"kind": "keras", "file": name, "accuracy": keras_accuracy(ctx.load_keras(key), val)}
+    for key, name in TFLITE_FILES.items():
+        path = ctx.path(name)
+        if not path.exists():
+            continue
+        data = path.read_bytes()
+        entry = {"kind": "tflite", "file": name, **evaluate(path, val, threads=2, progress=True),
+                 "size_bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9)),
+                 "weight_sparsity": tflite_weight_sparsity(path)}
+        for threads in (1, 2):
+            entry[f"latency_ms_{threads}t"] = benchmark(path, threads, runs=ctx.config.benchmark_runs)["latency_ms_median"]
+        stages[f"tflite_{key}"] = entry
+    return {"stages": stages, "validation_images": len(val)}
+
+
+def tflite_weight_sparsity(path: Path) -> float:
+    """Fraction of conv/FC kernel values in a .tflite file that encode exactly zero."""
+    from pipeline.tflite_file import read_model
+
+    model = read_model(path)
+    kernel_ids = {op.inputs[1] for op in model.operators if op.name in ("CONV_2D", "FULLY_CONNECTED") and len(op.inputs) > 1}
+    zeros = total = 0
+    for i in kernel_ids:
+        t = model.tensors[i]
+        if t.constant:
+            values = model.tensor_data(i)
+            zeros += int(np.sum(values == (t.zero_point[0] if t.zero_point else 0)))
+            total += values.size
+    return zeros / total if total else 0.0
+
+
+def stage_report(ctx: RunContext) -> dict:
+    from pipeline.report import write_report
+
+    return {"files": write_report(ctx.out, ctx.config, ctx.state)}
+
+
+STAGES: list[tuple[str, Callable[[RunContext], dict], Callable[[RunConfig], bool]]] = [
+    ("train", stage_train, lambda c: True),
+    ("prune", stage_prune, lambda c: c.prune_sparsity > 0),
+    ("qat", stage_qat, lambda c: c.qat),
+    ("convert", stage_convert, lambda c: True),
+    ("metadata", stage_metadata, lambda c: True),
+    ("evaluate", stage_evaluate, lambda c: True),
+    ("report", stage_report, lambda c: True),
+]
+
+
+def run_pipeline(config: RunConfig, out: str | Path, restart: bool = False) -> dict:
+    """Run (or resume) every stage for ``config`` in ``out``; returns the final state."""
+    out = ensure_writable_dir(out)
+    state_path = out / STATE_FILE
+    state = {"config": config.to_dict(), "done": [], "results": {}}
+    if state_path.exists() and not restart:
+        import json
+
+        try:
+            previous = json.loads(state_path.read_text())
+        except ValueError:
+            raise PipelineError(f"{state_path} is corrupt; re-run with --restart to start over") from None
+        if previous.get("config") != config.to_dict():
+            raise PipelineError(f"{out} holds a run with another configuration; use another --out or --restart")
+        state = previous
+    ctx = RunContext(config, out, state)
+    for name, stage, enabled in STAGES:
+        if not enabled(config):
+            continue
+        if name in state["done"] and name != "report":
+            log.info("stage %s: done earlier, skipped", name)
+            continue
+        log.info("stage %s ...", name)
+        start = time.perf_counter()
+        result = stage(ctx)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        state["results"][name] = result
+        if name not in state["done"]:
+            state["done"].append(name)
+        write_json(state_path, state)
+        log.info("stage %s finished in %.1f s", name, result["seconds"])
+    return state

@@ -1,0 +1,89 @@
+"""Stage 1: train (or fine-tune) the float Keras model; also the fit loop later stages reuse."""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.data import ImageSet, normalize
+from pipeline.tf_env import keras, tf
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How one training phase runs; pruning and QAT fine-tuning use the same loop with other values."""
+
+    epochs: int
+    learning_rate: float = 0.05
+    batch_size: int = 64
+    weight_decay: float = 5e-5
+    label_smoothing: float = 0.1
+    augment: bool = True
+    flip: bool = True
+    warmup_epochs: float = 0.0
+    seed: int = 0
+
+
+def make_dataset(data: ImageSet, batch_size: int, training: bool, augment: bool = False, flip: bool = True, seed: int = 0):
+    """A tf.data pipeline over in-memory uint8 images: pad-and-crop (+ flip) augmentation, [-1, 1] inputs."""
+    classes = len(data.class_names)
+    ds = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
+    if training:
+        ds = ds.shuffle(min(len(data), 20000), seed=seed, reshuffle_each_iteration=True)
+    size = data.images.shape[1]
+
+    def prepare(image, label):
+        image = tf.cast(image, tf.float32)
+        if training and augment:
+            pad = max(1, size // 8)
+            image = tf.image.resize_with_crop_or_pad(image, size + 2 * pad, size + 2 * pad)
+            image = tf.image.random_crop(image, (size, size, 3))
+            if flip:
+                image = tf.image.random_flip_left_right(image)
+        return (image - 127.5) / 127.5, tf.one_hot(label, classes)
+
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def compile_for_training(model: keras.Model, settings: FitSettings, steps_per_epoch: int) -> None:
+    total = max(1, settings.epochs * steps_per_epoch)
+    warmup = int(settings.warmup_epochs * steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=settings.learning_rate if not warmup else settings.learning_rate / 10,
+        decay_steps=max(1, total - warmup),
+        warmup_target=settings.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    optimizer = keras.optimizers.SGD(
+        schedule, momentum=0.9, nesterov=True, weight_decay=settings.weight_decay or None
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def fit(model: keras.Model, train: ImageSet, val: ImageSet | None, settings: FitSettings, callbacks=()) -> dict:
+    """Train ``model`` in place; returns the per-epoch history (loss, accuracy, val_accuracy)."""
+    keras.utils.set_random_seed(settings.seed)
+    steps = math.ceil(len(train) / settings.batch_size)
+    compile_for_training(model, settings, steps)
+    train_ds = make_dataset(train, settings.batch_size, True, settings.augment, settings.flip, settings.seed)
+    val_ds = make_dataset(val, 256, False) if val is not None else None
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=settings.epochs,
+        verbose=1 if sys.stdout.isatty() else 2,
+        callbacks=list(callbacks),
+    )
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def keras_accuracy(model: keras.Model, data: ImageSet, batch_size: int = 256) -> float:
+    """Top-1 accuracy of a Keras model (float, pruned or QAT-wrapped) on ``data``."""
+    probs = model.predict(normalize(data.images), batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(probs, axis=-1) == data.labels))
