@@ -24,6 +24,7 @@ def write_metadata(
 ) -> Path:
     """Embed labels and input normalization into ``model_path`` (or into a copy at ``out_path``)."""
     from tensorflow_lite_support.metadata import metadata_schema_py_generated as meta
+    from tensorflow_lite_support.metadata import schema_py_generated as tflite_schema
     from tensorflow_lite_support.metadata.python.metadata_writers import image_classifier, metadata_info
 
     model_path = Path(model_path)
@@ -34,7 +35,8 @@ def write_metadata(
     classes = scores.shape[-1]
     if len(labels) != classes:
         raise PipelineError(f"{len(labels)} labels given but {model_path.name} has {classes} outputs")
-    tensor_types = {"uint8": meta.TensorType.UINT8, "int8": meta.TensorType.INT8, "float32": meta.TensorType.FLOAT32}
+    types = tflite_schema.TensorType
+    tensor_types = {"uint8": types.UINT8, "int8": types.INT8, "float32": types.FLOAT32}
     with tempfile.TemporaryDirectory() as tmp:
         labels_file = Path(tmp) / "labels.txt"  # the writer names the packed file after this path
         labels_file.write_text("\n".join(labels) + "\n")
