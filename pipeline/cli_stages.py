@@ -13,12 +13,17 @@ _existing = click.Path(exists=True, dir_okay=False, path_type=Path)
 _existing_any = click.Path(exists=True, path_type=Path)
 
 
+class _EchoHandler(logging.Handler):
+    """Stage progress on stderr via click, which finds the current stderr at each message."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"tflpipe: {record.getMessage()}", err=True)
+
+
 def _setup_logging(quiet: bool = False) -> None:
     logger = logging.getLogger("tflpipe")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("tflpipe: %(message)s"))
-        logger.addHandler(handler)
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
@@ -106,13 +111,15 @@ def train(out, as_json, **flags):
     """Train the float Keras model alone and save it."""
     from keras_models import build_model
     from pipeline.config import load_config
-    from pipeline.train import FitSettings, fit, keras_accuracy
+    from pipeline.train import FitSettings, fit, keras_accuracy, recalibrate_batchnorm
 
     _setup_logging()
     c = load_config(None, flags)
     tr, val = _load_split(c.data, c.input_size, c.validation_split, c.seed)
     model = build_model(c.model, c.input_size, classes=len(tr.class_names), weights=c.weights, **c.model_knobs())
-    fit(model, tr, val, FitSettings(c.epochs, c.learning_rate, c.batch_size, c.weight_decay, flip=c.data != "builtin:digits", seed=c.seed))
+    fit(model, tr, val, FitSettings(c.epochs, c.learning_rate, c.batch_size, c.weight_decay, c.label_smoothing,
+                                    flip=c.data != "builtin:digits", seed=c.seed))
+    recalibrate_batchnorm(model, tr)
     _save(model, out)
     emit({"model": str(out), "accuracy": keras_accuracy(model, val), "n": len(val)}, as_json, lambda d: f"saved {d['model']} (validation accuracy {d['accuracy']:.2%})")
 

@@ -29,9 +29,10 @@ class RunConfig:
     batch_size: int = 64
     learning_rate: float = 0.05
     weight_decay: float = 5e-5
+    label_smoothing: float = 0.1
     augment: bool = True
     flip: bool = True  # horizontal flips (turned off for data where mirroring changes the class)
-    prune_sparsity: float = 0.0  # 0 skips pruning
+    prune_sparsity: float = 0.5  # 0 skips pruning
     prune_epochs: int = 2
     prune_learning_rate: float = 0.01
     qat: bool = True

@@ -13,7 +13,7 @@ import tensorflow_model_optimization as tfmot
 from pipeline.data import ImageSet
 from pipeline.errors import PipelineError
 from pipeline.tf_env import keras
-from pipeline.train import FitSettings, fit
+from pipeline.train import FitSettings, fit, recalibrate_batchnorm
 
 
 
@@ -45,7 +45,9 @@ def prune(model: keras.Model, train: ImageSet, val: ImageSet | None, target_spar
     # The clone reuses (wraps) the trained layers themselves, so their weights carry over.
     wrapped = keras.models.clone_model(model, clone_function=annotate)
     fit(wrapped, train, val, settings, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
-    return tfmot.sparsity.keras.strip_pruning(wrapped)
+    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
+    recalibrate_batchnorm(stripped, train)
+    return stripped
 
 
 def measured_sparsity(model: keras.Model) -> dict:

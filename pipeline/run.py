@@ -1,4 +1,4 @@
-"""``tflpipe run``: every stage in order, resumable, all artifacts in one output folder.
+"""``tflpipe run``: every stage in order, resumable, all artifacts in one output folder, then the report.
 
 ``state.json`` records each finished stage and its results; a re-run with the same configuration
 skips them and continues at the first unfinished stage. Every artifact is written atomically, so
@@ -79,12 +79,13 @@ def _fit_settings(ctx: RunContext, epochs: int, lr: float, weight_decay: float, 
 
     c = ctx.config
     return FitSettings(epochs=epochs, learning_rate=lr, batch_size=c.batch_size, weight_decay=weight_decay,
-                       augment=c.augment, flip=ctx.flip, warmup_epochs=warmup, seed=c.seed)
+                       label_smoothing=c.label_smoothing, augment=c.augment, flip=ctx.flip, warmup_epochs=warmup,
+                       seed=c.seed)
 
 
 def stage_train(ctx: RunContext) -> dict:
     from keras_models import build_model
-    from pipeline.train import fit, keras_accuracy
+    from pipeline.train import fit, keras_accuracy, recalibrate_batchnorm
 
     c = ctx.config
     train, val = ctx.datasets
@@ -94,6 +95,7 @@ def stage_train(ctx: RunContext) -> dict:
     model = build_model(c.model, c.input_size, classes=len(train.class_names), weights=weights, **c.model_knobs())
     write_text(ctx.path(LABELS_FILE), "\n".join(train.class_names) + "\n")
     history = fit(model, train, val, _fit_settings(ctx, c.epochs, c.learning_rate, c.weight_decay, warmup=min(1.0, c.epochs / 5)))
+    recalibrate_batchnorm(model, train)
     ctx.save_keras(model, "float")
     return {"params": int(model.count_params()), "history": history, "keras_accuracy": keras_accuracy(model, val)}
 
@@ -197,12 +199,6 @@ def tflite_weight_sparsity(path: Path) -> float:
     return zeros / total if total else 0.0
 
 
-def stage_report(ctx: RunContext) -> dict:
-    from pipeline.report import write_report
-
-    return {"files": write_report(ctx.out, ctx.config, ctx.state)}
-
-
 STAGES: list[tuple[str, Callable[[RunContext], dict], Callable[[RunConfig], bool]]] = [
     ("train", stage_train, lambda c: True),
     ("prune", stage_prune, lambda c: c.prune_sparsity > 0),
@@ -210,7 +206,6 @@ STAGES: list[tuple[str, Callable[[RunContext], dict], Callable[[RunConfig], bool
     ("convert", stage_convert, lambda c: True),
     ("metadata", stage_metadata, lambda c: True),
     ("evaluate", stage_evaluate, lambda c: True),
-    ("report", stage_report, lambda c: True),
 ]
 
 
@@ -233,7 +228,7 @@ def run_pipeline(config: RunConfig, out: str | Path, restart: bool = False) -> d
     for name, stage, enabled in STAGES:
         if not enabled(config):
             continue
-        if name in state["done"] and name != "report":
+        if name in state["done"]:
             log.info("stage %s: done earlier, skipped", name)
             continue
         log.info("stage %s ...", name)
@@ -245,4 +240,7 @@ def run_pipeline(config: RunConfig, out: str | Path, restart: bool = False) -> d
             state["done"].append(name)
         write_json(state_path, state)
         log.info("stage %s finished in %.1f s", name, result["seconds"])
+    from pipeline.report import write_report
+
+    write_report(out, config, state)  # a view of the state, refreshed on every run
     return state

@@ -87,3 +87,26 @@ def keras_accuracy(model: keras.Model, data: ImageSet, batch_size: int = 256) ->
     """Top-1 accuracy of a Keras model (float, pruned or QAT-wrapped) on ``data``."""
     probs = model.predict(normalize(data.images), batch_size=batch_size, verbose=0)
     return float(np.mean(np.argmax(probs, axis=-1) == data.labels))
+
+
+def recalibrate_batchnorm(model: keras.Model, data: ImageSet, batches: int = 40, batch_size: int = 64) -> None:
+    """Replace BatchNorm moving statistics by their average over un-augmented training batches.
+
+    Moving averages with momentum 0.99 need ~500 steps to forget their initial values; short runs
+    (fine-tuning, small datasets) would otherwise evaluate with stale statistics. Running the
+    batches in training mode with momentum k/(k+1) leaves the exact mean of the batch statistics.
+    """
+    bn_layers = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
+    if not bn_layers:
+        return
+    saved = [layer.momentum for layer in bn_layers]
+    order = np.random.default_rng(0).permutation(len(data))
+    try:
+        for k in range(min(batches, math.ceil(len(data) / batch_size))):
+            for layer in bn_layers:
+                layer.momentum = k / (k + 1)
+            chunk = data.images[order[k * batch_size : (k + 1) * batch_size]]
+            model(normalize(chunk), training=True)
+    finally:
+        for layer, momentum in zip(bn_layers, saved):
+            layer.momentum = momentum

@@ -1,0 +1,166 @@
+"""``tflpipe run`` end to end on a tiny model, its artifacts, resuming, and bad input."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.tflite_file import read_model
+from tests.conftest import write_image_folder
+
+CLEAN_MOBILENET_V2_OPS = {"CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1, "FULLY_CONNECTED": 1,
+                          "SOFTMAX": 1, "QUANTIZE": 2}
+TINY = ["--model", "mobilenet_v2", "--alpha", "0.35", "--input-size", "32", "--batch-size", "16"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    data = write_image_folder(root / "data", classes=3, per_class=40, size=32)
+    config = root / "config.yaml"
+    config.write_text("epochs: 4\nlearning_rate: 0.02\nprune_sparsity: 0.5\nprune_epochs: 1\nqat_epochs: 1\nbenchmark_runs: 3\n")
+    out = root / "out"
+    result = invoke("run", "--config", config, *TINY, "--data", data, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    return {"out": out, "data": data, "config": config, "output": result.output}
+
+
+def report(run_dir) -> dict:
+    return json.loads((run_dir["out"] / "report.json").read_text())
+
+
+def test_every_stage_and_artifact_is_there(run_dir):
+    out = run_dir["out"]
+    rep = report(run_dir)
+    assert rep["stages_done"] == ["train", "prune", "qat", "convert", "metadata", "evaluate"]
+    for name in ("float.h5", "pruned.h5", "qat.h5", "model_float32.tflite", "model_ptq_int8.tflite",
+                 "model_pruned_ptq_int8.tflite", "model_int8.tflite", "labels.txt", "report.md", "report.png"):
+        assert (out / name).is_file(), name
+    stages = {row["stage"]: row for row in rep["summary"]}
+    assert set(stages) == {"keras_float", "keras_pruned", "keras_qat", "tflite_float32", "tflite_ptq_int8",
+                           "tflite_pruned_ptq_int8", "tflite_int8"}
+    for row in stages.values():
+        assert 0.0 <= row["accuracy"] <= 1.0
+    for key in ("tflite_float32", "tflite_int8"):
+        assert stages[key]["latency_ms_1t"] > 0 and stages[key]["latency_ms_2t"] > 0
+        assert stages[key]["gzip_bytes"] < stages[key]["size_bytes"]
+    assert "| TFLite int8 (deployable) |" in (out / "report.md").read_text()
+
+
+def test_the_net_learned_and_tflite_float_matches_keras(run_dir):
+    stages = {row["stage"]: row for row in report(run_dir)["summary"]}
+    assert stages["keras_float"]["accuracy"] >= 0.6  # 3 colour classes; chance is 1/3
+    # Same decoded images, same normalization: the float32 file must agree with Keras.
+    assert abs(stages["tflite_float32"]["accuracy"] - stages["keras_float"]["accuracy"]) <= 0.03
+
+
+def test_int8_models_are_clean_full_integer(run_dir):
+    dense = read_model(run_dir["out"] / "model_ptq_int8.tflite")
+    assert dense.op_histogram() == CLEAN_MOBILENET_V2_OPS
+    for name in ("model_ptq_int8.tflite", "model_pruned_ptq_int8.tflite", "model_int8.tflite"):
+        model = read_model(run_dir["out"] / name)
+        assert "DEQUANTIZE" not in model.op_histogram()
+        assert model.input_tensors[0].dtype == "uint8" and model.output_tensors[0].dtype == "uint8"
+        inner = [t for op in model.operators if op.name != "QUANTIZE" for t in op.inputs + op.outputs if t >= 0]
+        assert {model.tensors[i].dtype for i in inner} <= {"int8", "uint8", "int32"}, name
+
+
+def test_pruning_sparsity_survives_qat_into_the_int8_file(run_dir):
+    rep = report(run_dir)
+    assert rep["results"]["prune"]["sparsity"] == pytest.approx(0.5, abs=0.03)
+    stages = {row["stage"]: row for row in rep["summary"]}
+    assert stages["tflite_ptq_int8"]["weight_sparsity"] < 0.1
+    assert stages["tflite_pruned_ptq_int8"]["weight_sparsity"] >= 0.45
+    assert stages["tflite_int8"]["weight_sparsity"] >= 0.45  # pruning-preserving QAT
+    assert stages["tflite_int8"]["gzip_bytes"] < stages["tflite_ptq_int8"]["gzip_bytes"]
+
+
+def test_deployable_model_carries_labels_and_normalization(run_dir):
+    meta = read_model(run_dir["out"] / "model_int8.tflite").metadata
+    assert meta["labels"] == ["class_0", "class_1", "class_2"]
+    assert meta["mean"] == [127.5] and meta["std"] == [127.5]
+    assert (run_dir["out"] / "labels.txt").read_text().split() == meta["labels"]
+
+
+def test_rerun_resumes_after_the_last_finished_stage(run_dir):
+    out = run_dir["out"]
+    state_path = out / "state.json"
+    state = json.loads(state_path.read_text())
+    state["done"] = state["done"][:5]  # as if interrupted during "evaluate"
+    state_path.write_text(json.dumps(state))
+    float_mtime = os.path.getmtime(out / "float.h5")
+    (out / "report.json").unlink()
+    result = invoke("run", "--config", run_dir["config"], *TINY, "--data", run_dir["data"], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert os.path.getmtime(out / "float.h5") == float_mtime
+    assert (out / "report.json").is_file()
+    assert json.loads(state_path.read_text())["done"][-1] == "evaluate"
+    assert "stage train: done earlier, skipped" in result.output
+
+
+def test_other_config_in_same_out_is_refused(run_dir):
+    result = invoke("run", "--config", run_dir["config"], *TINY, "--epochs", "9", "--data", run_dir["data"], "--out", run_dir["out"])
+    assert result.exit_code != 0 and "another configuration" in result.output
+
+
+def test_stage_verbs_work_alone_on_files(run_dir, tmp_path):
+    out, data = run_dir["out"], run_dir["data"]
+    res = invoke("convert", out / "qat.h5", "--mode", "qat_int8", "--representative-data", data, "--io-dtype", "int8",
+                 "--out", tmp_path / "q.tflite", "--json")
+    assert res.exit_code == 0, res.output
+    model = read_model(tmp_path / "q.tflite")
+    assert model.input_tensors[0].dtype == "int8" and "QUANTIZE" not in model.op_histogram()
+    res = invoke("metadata", tmp_path / "q.tflite", "--labels", out / "labels.txt", "--mean", "0", "--std", "255")
+    assert res.exit_code == 0, res.output
+    assert read_model(tmp_path / "q.tflite").metadata["std"] == [255.0]
+    res = invoke("convert", out / "float.h5", "--mode", "float32", "--out", tmp_path / "f.tflite")
+    assert res.exit_code == 0 and read_model(tmp_path / "f.tflite").input_tensors[0].dtype == "float32"
+
+
+def test_prune_and_qat_verbs(run_dir, tmp_path):
+    out, data = run_dir["out"], run_dir["data"]
+    res = invoke("prune", out / "float.h5", "--data", data, "--sparsity", "0.6", "--epochs", "1", "--out", tmp_path / "p.h5", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output[res.output.index("{"):])["sparsity"] == pytest.approx(0.6, abs=0.03)
+    res = invoke("qat", tmp_path / "p.h5", "--data", data, "--epochs", "1", "--out", tmp_path / "q.h5", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output[res.output.index("{"):])["preserve_sparsity"] is True
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "mobilenet_v9"], "unknown model 'mobilenet_v9'"),
+        (["--input-size", "8"], "--input-size must be at least 16"),
+        (["--prune-sparsity", "1.5"], "--prune-sparsity"),
+        (["--data", "/nonexistent/images"], "data folder not found"),
+    ],
+)
+def test_bad_run_input_is_one_line(tmp_path, args, message):
+    result = invoke("run", "--epochs", "1", *args, "--out", tmp_path / "o")
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_unwritable_out_and_bad_config(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = invoke("run", "--out", blocker / "sub")
+    assert result.exit_code != 0 and "not writable" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 1\nlearning_rat: 0.1\n")
+    result = invoke("run", "--config", bad, "--out", tmp_path / "o")
+    assert result.exit_code != 0 and "unknown setting(s) learning_rat" in result.output
+
+
+def test_single_class_folder_fails_before_training(tmp_path):
+    data = write_image_folder(tmp_path / "d", classes=1, per_class=4)
+    result = invoke("run", "--data", data, "--out", tmp_path / "o")
+    assert result.exit_code != 0 and "single class" in result.output
