@@ -36,27 +36,68 @@ def extract() -> Path:
     return root
 
 
-def goals(results: dict) -> list[tuple[str, str, bool]]:
+def goals(results: dict) -> list[tuple[str, str, bool | None]]:
+    """Issue 2's goals. Pruning and QAT are charged separately, each against the float model it
+    starts from; the deployable model's total drop against the dense float model is shown too."""
     stages = results["evaluate"]["stages"]
-    float_acc = stages["keras_float"]["accuracy"]
-    qat_int8 = stages["tflite_int8"]["accuracy"]
-    pruned_int8 = stages["tflite_pruned_ptq_int8"]["accuracy"]
-    dense_int8 = stages["tflite_ptq_int8"]
+    dense_float = stages["keras_float"]["accuracy"]
+    pruned_float = stages["keras_pruned"]["accuracy"]
     deploy = stages["tflite_int8"]
+    dense_int8 = stages["tflite_ptq_int8"]
+    sparsity_cost = dense_float - pruned_float
+    qat_cost = pruned_float - deploy["accuracy"]
     gzip_ratio = dense_int8["gzip_bytes"] / deploy["gzip_bytes"]
     return [
-        ("float accuracy ≥ 80%", f"{float_acc:.2%}", float_acc >= 0.80),
-        ("QAT-int8 within 1.0 point of float", f"{(float_acc - qat_int8) * 100:+.2f} points", float_acc - qat_int8 <= 0.010),
-        ("50% sparsity costs ≤ 1.5 points (pruned PTQ-int8 vs dense PTQ-int8)",
-         f"{(dense_int8['accuracy'] - pruned_int8) * 100:+.2f} points", dense_int8["accuracy"] - pruned_int8 <= 0.015),
-        ("pruned int8 gzip ≥ 1.6x smaller than dense int8", f"{gzip_ratio:.2f}x", gzip_ratio >= 1.6),
+        ("float accuracy ≥ 80%", f"{dense_float:.2%}", dense_float >= 0.80),
+        ("QAT-int8 within 1.0 point of its float model (deployable int8 vs pruned Keras float)",
+         f"{-qat_cost * 100:+.2f} points", qat_cost <= 0.010),
+        ("50% sparsity costs ≤ 1.5 points (pruned vs dense Keras float)", f"{-sparsity_cost * 100:+.2f} points",
+         sparsity_cost <= 0.015),
+        ("pruned int8 gzip ≥ 1.6x smaller than dense int8 (deployable vs dense PTQ-int8)", f"{gzip_ratio:.2f}x",
+         gzip_ratio >= 1.6),
+        ("(total: deployable int8 vs dense float, for information)", f"{(deploy['accuracy'] - dense_float) * 100:+.2f} points",
+         None),
     ]
+
+
+def sparsity_sweep(run_dir: Path, config, levels: list[float]) -> list[dict]:
+    """Prune the run's float model to other sparsities with the same schedule; PTQ-int8 size and accuracy.
+
+    gzip can only squeeze the zeros: the surviving int8 weights stay near 7-8 bits of entropy, so the
+    file ratio grows with sparsity roughly as 8 / (H(s) + 8 (1 - s)). The sweep measures it.
+    """
+    import gzip
+
+    from pipeline.convert import convert, load_keras_model
+    from pipeline.data import load_dataset, split
+    from pipeline.fsutil import write_bytes
+    from pipeline.litert import evaluate
+    from pipeline.prune import prune
+    from pipeline.run import tflite_weight_sparsity
+    from pipeline.train import FitSettings
+
+    train, val = split(load_dataset(config.data, config.input_size), config.validation_split, config.seed)
+    dense = (run_dir / "model_ptq_int8.tflite").read_bytes()
+    rows = []
+    for level in levels:
+        target = run_dir / f"sweep_pruned_{int(level * 100)}_ptq_int8.tflite"
+        if not target.exists():
+            settings = FitSettings(config.prune_epochs, config.prune_learning_rate, config.batch_size, 0.0,
+                                   config.label_smoothing, config.augment, config.flip, seed=config.seed)
+            model = prune(load_keras_model(run_dir / "float.h5"), train, val, level, settings)
+            write_bytes(target, convert(model, "ptq_int8", train.images, config.io_dtype))
+        data = target.read_bytes()
+        rows.append({"target": level, "sparsity": tflite_weight_sparsity(target),
+                     "accuracy": evaluate(target, val)["accuracy"],
+                     "gzip_ratio": len(gzip.compress(dense, 9)) / len(gzip.compress(data, 9))})
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "cifar10-bench")
     parser.add_argument("--epochs", type=int, help="override the config's float epochs (for a quick look)")
+    parser.add_argument("--sweep", default="", help="extra pruning sparsities to measure, e.g. 0.6,0.75")
     args = parser.parse_args()
 
     import logging
@@ -95,7 +136,13 @@ def main() -> None:
         lines.append(f"| {r['title']} | {r['accuracy']:.2%} | {cell('size_bytes', '{:,}')} | {cell('gzip_bytes', '{:,}')} | "
                      f"{cell('weight_sparsity', '{:.1%}')} | {cell('latency_ms_1t', '{:.3f}')} | {cell('latency_ms_2t', '{:.3f}')} |")
     lines += ["", "| goal | measured | met |", "|---|---:|:---:|"]
-    lines += [f"| {name} | {value} | {'yes' if ok else 'NO'} |" for name, value, ok in goals(results)]
+    lines += [f"| {name} | {value} | {'—' if ok is None else 'yes' if ok else 'NO'} |" for name, value, ok in goals(results)]
+    levels = [float(v) for v in args.sweep.split(",") if v.strip()]
+    if levels:
+        lines += ["", "Sparsity sweep (same float model and pruning schedule, PTQ-int8; gzip ratio against the dense PTQ-int8 file):",
+                  "", "| target sparsity | measured kernel sparsity | accuracy | gzip ratio |", "|---:|---:|---:|---:|"]
+        for row in sparsity_sweep(args.out, config, levels):
+            lines.append(f"| {row['target']:.0%} | {row['sparsity']:.1%} | {row['accuracy']:.2%} | {row['gzip_ratio']:.2f}x |")
     write_section("cifar10", "\n".join(lines))
     print(json.dumps({name: {"measured": value, "met": ok} for name, value, ok in goals(results)}, indent=2))
 

@@ -23,6 +23,7 @@ def write_metadata(
     description: str = "",
 ) -> Path:
     """Embed labels and input normalization into ``model_path`` (or into a copy at ``out_path``)."""
+    import pipeline.tf_env  # noqa: F401  (the writers import TensorFlow; configure it first)
     from tensorflow_lite_support.metadata import metadata_schema_py_generated as meta
     from tensorflow_lite_support.metadata import schema_py_generated as tflite_schema
     from tensorflow_lite_support.metadata.python.metadata_writers import image_classifier, metadata_info
