@@ -75,8 +75,8 @@ def build_model(
             classifier_activation=classifier_activation,
             **kwargs,
         )
-    except ValueError as exc:  # the builders' own argument checks
-        raise ZooError(f"{name}: {exc}") from None
+    except ValueError as exc:  # the builders' own checks, and weights that do not fit the net
+        raise ZooError(f"{name}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def list_models() -> list[ModelSpec]:

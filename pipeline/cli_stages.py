@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli import emit, json_option
+from pipeline.data import load_dataset, load_image, mirror_safe, split
 from pipeline.errors import PipelineError
 
 _existing = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -90,7 +91,6 @@ def _summary_text(data: dict, out: Path) -> str:
 
 
 def _load_split(data: str, size: int, validation_split: float, seed: int):
-    from pipeline.data import load_dataset, split
 
     return split(load_dataset(data, size, progress=True), validation_split, seed)
 
@@ -118,7 +118,7 @@ def train(out, as_json, **flags):
     tr, val = _load_split(c.data, c.input_size, c.validation_split, c.seed)
     model = build_model(c.model, c.input_size, classes=len(tr.class_names), weights=c.weights, **c.model_knobs())
     fit(model, tr, val, FitSettings(c.epochs, c.learning_rate, c.batch_size, c.weight_decay, c.label_smoothing,
-                                    flip=c.data != "builtin:digits", seed=c.seed))
+                                    flip=c.flip and mirror_safe(c.data), seed=c.seed))
     recalibrate_batchnorm(model, tr)
     _save(model, out)
     emit({"model": str(out), "accuracy": keras_accuracy(model, val), "n": len(val)}, as_json, lambda d: f"saved {d['model']} (validation accuracy {d['accuracy']:.2%})")
@@ -145,7 +145,7 @@ def prune(model_path, data, sparsity, epochs, learning_rate, out, as_json):
     _setup_logging()
     model = load_keras_model(model_path)
     tr, val = _load_split(data, model.input_shape[1], 0.1, 0)
-    pruned = prune_model(model, tr, val, sparsity, FitSettings(epochs, learning_rate, weight_decay=0.0, flip=data != "builtin:digits"))
+    pruned = prune_model(model, tr, val, sparsity, FitSettings(epochs, learning_rate, weight_decay=0.0, flip=mirror_safe(data)))
     _save(pruned, out)
     emit({"model": str(out), "accuracy": keras_accuracy(pruned, val), **measured_sparsity(pruned)}, as_json,
          lambda d: f"saved {d['model']} (sparsity {d['sparsity']:.1%}, validation accuracy {d['accuracy']:.2%})")
@@ -172,7 +172,7 @@ def qat(model_path, data, epochs, learning_rate, preserve_sparsity, out, as_json
     if preserve_sparsity is None:
         preserve_sparsity = measured_sparsity(model)["sparsity"] > 0.05
     tr, val = _load_split(data, model.input_shape[1], 0.1, 0)
-    wrapped = qat_model(model, tr, val, FitSettings(epochs, learning_rate, weight_decay=0.0, flip=data != "builtin:digits"), preserve_sparsity)
+    wrapped = qat_model(model, tr, val, FitSettings(epochs, learning_rate, weight_decay=0.0, flip=mirror_safe(data)), preserve_sparsity)
     _save(wrapped, out)
     emit({"model": str(out), "accuracy": keras_accuracy(wrapped, val), "preserve_sparsity": preserve_sparsity}, as_json,
          lambda d: f"saved {d['model']} (validation accuracy {d['accuracy']:.2%})")
@@ -189,7 +189,6 @@ def qat(model_path, data, epochs, learning_rate, preserve_sparsity, out, as_json
 def convert(model_path, mode, representative_data, io_dtype, out, as_json):
     """Convert a .keras/.h5/SavedModel to TFLite (float32, PTQ int8 or QAT int8)."""
     from pipeline.convert import convert as convert_model, float_ops, load_keras_model
-    from pipeline.data import load_dataset
     from pipeline.fsutil import write_bytes
 
     model = load_keras_model(model_path)
@@ -238,7 +237,6 @@ def inspect(model_path, as_json):
 @json_option
 def evaluate(model_path, data, threads, as_json):
     """Top-1 accuracy of a .tflite classifier on an image folder."""
-    from pipeline.data import load_dataset
     from pipeline.litert import Classifier, evaluate as evaluate_model
 
     size = Classifier.load(model_path).input_size[0]
@@ -272,7 +270,6 @@ def benchmark(model_path, threads, runs, warmup, as_json):
 @json_option
 def predict(model_path, images, top_k, threads, as_json):
     """Top-k classes of images, with labels from the model's metadata."""
-    from pipeline.data import load_image
     from pipeline.litert import Classifier
 
     clf = Classifier.load(model_path, threads)

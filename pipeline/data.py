@@ -111,6 +111,11 @@ def load_digits(size: int) -> ImageSet:
     return ImageSet(rgb, digits.target.astype(np.int64), [str(d) for d in range(10)])
 
 
+def mirror_safe(source: str | Path) -> bool:
+    """Whether horizontal flips keep the class: mirrored digits are other glyphs."""
+    return str(source) != "builtin:digits"
+
+
 def load_dataset(source: str | Path, size: int, progress: bool = False) -> ImageSet:
     """``source`` is an image folder or the name of a built-in dataset (``builtin:digits``)."""
     if str(source) == "builtin:digits":

@@ -88,6 +88,7 @@ def _plot(target: Path, rows: list[dict]) -> None:
     ax_lat.set_xlabel("LiteRT latency, 1 thread (ms)")
     for ax in (ax_size, ax_lat):
         ax.grid(alpha=0.3)
+        ax.margins(x=0.3, y=0.15)  # room for the point labels
     fig.suptitle("Accuracy vs size vs latency per stage")
     fig.tight_layout()
     with atomic_path(target) as tmp:

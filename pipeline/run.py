@@ -52,8 +52,9 @@ class RunContext:
 
     @property
     def flip(self) -> bool:
-        # Mirrored digits are other glyphs; every other dataset follows the config.
-        return self.config.flip and self.config.data != "builtin:digits"
+        from pipeline.data import mirror_safe
+
+        return self.config.flip and mirror_safe(self.config.data)
 
     def path(self, name: str) -> Path:
         return self.out / name

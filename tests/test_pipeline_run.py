@@ -160,6 +160,14 @@ def test_unwritable_out_and_bad_config(tmp_path):
     assert result.exit_code != 0 and "unknown setting(s) learning_rat" in result.output
 
 
+def test_weights_of_another_width_are_refused_in_one_line(run_dir, tmp_path):
+    args = ["--model", "mobilenet_v2", "--alpha", "0.5", "--input-size", "32", "--epochs", "1"]
+    result = invoke("run", *args, "--weights", run_dir["out"] / "float.h5", "--data", run_dir["data"], "--out", tmp_path / "o")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: mobilenet_v2:") and "shape" in last.lower(), result.output
+
+
 def test_single_class_folder_fails_before_training(tmp_path):
     data = write_image_folder(tmp_path / "d", classes=1, per_class=4)
     result = invoke("run", "--data", data, "--out", tmp_path / "o")
