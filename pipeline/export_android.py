@@ -1,0 +1,73 @@
+"""``tflpipe export android``: put a run's model, labels and a model config into the Android app's assets.
+
+The app hard-codes nothing about the model: input size, element type, quantization, normalization
+and the label file all come from ``model_config.json`` written here from the .tflite itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from pipeline import frames
+from pipeline.demo import RUN_DIR_LABELS, RUN_DIR_MODEL, input_spec
+from pipeline.errors import PipelineError
+
+DEFAULT_ASSETS = Path(__file__).resolve().parents[1] / "android_demo/app/src/main/assets"
+MODEL_ASSET, LABELS_ASSET, CONFIG_ASSET = "model.tflite", "labels.txt", "model_config.json"
+CONFIG_FORMAT = 1
+
+
+def model_config(model_path: str | Path, labels: list[str]) -> dict:
+    """The app's config for an image-classifier .tflite: everything the app needs to feed and read it."""
+    from pipeline.litert import Classifier
+
+    clf = Classifier.load(model_path, threads=1)
+    spec = input_spec(clf)
+    out = clf.model.output_tensors[0]
+    if out.dtype not in ("uint8", "int8", "float32") or out.rank != 2:
+        raise PipelineError(f"{Path(model_path).name} output is {out.dtype} {out.shape}, not a (1, classes) score vector")
+    if len(labels) != out.shape[-1]:
+        raise PipelineError(f"{len(labels)} labels for {out.shape[-1]} model outputs: the app would name classes wrongly")
+    quantized = out.dtype != "float32"
+    return {
+        "format": CONFIG_FORMAT,
+        "model_file": MODEL_ASSET,
+        "labels_file": LABELS_ASSET,
+        "num_classes": int(out.shape[-1]),
+        "input": {
+            "height": spec.height, "width": spec.width, "channels": 3, "layout": "NHWC", "color": "RGB",
+            "dtype": spec.dtype, "scale": spec.scale, "zero_point": spec.zero_point, "mean": spec.mean, "std": spec.std,
+        },
+        "output": {
+            "dtype": out.dtype,
+            "scale": out.scale[0] if quantized else 1.0,
+            "zero_point": out.zero_point[0] if quantized else 0,
+        },
+    }
+
+
+def export_android(run_dir: str | Path, out_dir: str | Path | None = None) -> dict:
+    """Copy RUN_DIR's int8 model and labels into ``out_dir`` (the app's assets) and write the config.
+
+    Returns the config plus ``out_dir`` and ``files`` (the written paths).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise PipelineError(f"run directory not found: {run_dir}")
+    model, labels_path = run_dir / RUN_DIR_MODEL, run_dir / RUN_DIR_LABELS
+    if not model.is_file():
+        raise PipelineError(f"{run_dir} has no {RUN_DIR_MODEL}; run `tflpipe run` to produce it")
+    if not labels_path.is_file():
+        raise PipelineError(f"{run_dir} has no {RUN_DIR_LABELS}; the app needs labels to name what it sees")
+    labels = frames.read_labels(labels_path)
+    config = model_config(model, labels)
+    config["source"] = {"run_dir": str(run_dir.resolve()), "model": RUN_DIR_MODEL,
+                        "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
+    out = Path(out_dir) if out_dir is not None else DEFAULT_ASSETS
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, out / MODEL_ASSET)
+    (out / LABELS_ASSET).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+    (out / CONFIG_ASSET).write_text(json.dumps(config, indent=2) + "\n")
+    return {**config, "out_dir": str(out), "files": [str(out / n) for n in (MODEL_ASSET, LABELS_ASSET, CONFIG_ASSET)]}
