@@ -46,6 +46,7 @@ def main() -> None:
 _COMMAND_MODULES = (
     "pipeline.cli_stages",
     "pipeline.cli_demo",
+    "edgetpu.cli",
 )
 
 
