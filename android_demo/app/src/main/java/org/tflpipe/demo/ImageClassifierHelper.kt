@@ -79,7 +79,12 @@ class ImageClassifierHelper(
             }
             listener.onDelegateFallback("${DELEGATE_NAMES[delegate]} failed (${e.message}); running on CPU", DELEGATE_CPU)
             closeDelegates()
-            Interpreter(model, optionsFor(DELEGATE_CPU))
+            try {
+                Interpreter(model, optionsFor(DELEGATE_CPU))
+            } catch (cpuError: Exception) {
+                listener.onError("LiteRT cannot load ${cfg.modelFile}: ${cpuError.message}")
+                return
+            }
         }
         config = cfg
         preprocessor = FramePreprocessor(cfg.input)
@@ -91,14 +96,12 @@ class ImageClassifierHelper(
     private fun optionsFor(choice: Int): Interpreter.Options {
         val options = Interpreter.Options().setNumThreads(numThreads).setUseXNNPACK(true)
         when (choice) {
-            DELEGATE_GPU -> {
-                val compatibility = CompatibilityList()
+            DELEGATE_GPU -> CompatibilityList().use { compatibility ->
                 if (compatibility.isDelegateSupportedOnThisDevice) {
                     gpuDelegate = GpuDelegate(compatibility.bestOptionsForThisDevice).also { options.addDelegate(it) }
                 } else {
                     listener.onDelegateFallback("GPU delegate is not supported on this device; running on CPU", DELEGATE_CPU)
                 }
-                compatibility.close()
             }
             DELEGATE_NNAPI -> {
                 if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.P) {
