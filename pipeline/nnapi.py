@@ -66,14 +66,22 @@ def _conv(model: TFLiteModel, op: Operator, api: int) -> list[str]:
         issues.append("dilated convolution needs API 29")
     if api < 29 and len(_in(model, op, 1).scale) > 1:
         issues.append("per-channel quantized weights need API 29")
-    return issues
+    return issues + _restricted_scales(model, op, api)
+
+
+def _restricted_scales(model: TFLiteModel, op: Operator, api: int) -> list[str]:
+    """NNAPI 1.0/1.1 require input_scale * weight_scale < output_scale for uint8 CONV/DEPTHWISE/FC."""
+    x, w, y = _in(model, op, 0), _in(model, op, 1), model.tensor(op.outputs[0])
+    if api < 29 and x.dtype == "uint8" and x.scale and w.scale and y.scale and not x.scale[0] * w.scale[0] < y.scale[0]:
+        return ["before API 29 input_scale * weight_scale must be below output_scale"]
+    return []
 
 
 def _fully_connected(model: TFLiteModel, op: Operator, api: int) -> list[str]:
     issues = ["int16 output is not supported"] if model.tensor(op.outputs[0]).dtype == "int16" else []
     if getattr(op.options, "keepNumDims", False) and api < 30:
         issues.append("keep_num_dims needs API 30")
-    return issues
+    return issues + _restricted_scales(model, op, api)
 
 
 def _softmax(model: TFLiteModel, op: Operator, api: int) -> list[str]:
