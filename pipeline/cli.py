@@ -45,6 +45,7 @@ def main() -> None:
 # Each area keeps its commands in its own module, which exposes ``COMMANDS``; they are attached here.
 _COMMAND_MODULES = (
     "pipeline.cli_stages",
+    "pipeline.cli_models",
     "pipeline.cli_demo",
     "edgetpu.cli",
 )
