@@ -12,7 +12,7 @@ interpreter thread), and sequential with a 2-thread interpreter. Each figure is 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -93,10 +93,11 @@ def main() -> None:
         ours = build_ours(Path(tmp), video)
         big = [m for m in ours if m[0] == BIG]
         models = big + [(REFERENCE_LABEL, "int8", REFERENCE)] + [m for m in ours if m not in big]
-        rows, results = [], {}
+        rows, results, loads = [], {}, []
         for label, dtype, path in models:
             for mode, threads, overlap in MODES:
                 r = measure(path, video, threads, overlap, args.frames, args.reps)
+                loads.append(os.getloadavg()[0])
                 results[(label, dtype, mode)] = r
                 seq_inference = results.get((label, dtype, "1"), r)["inference_ms"]
                 frame_ms = 1000 / r["fps"]
@@ -134,7 +135,9 @@ def main() -> None:
         f"CPU flags: {cpu_flags()}. Without VNNI, XNNPACK's int8 kernels have no dot-product instruction here: "
         f"our MobileNet v2 1.0-224 float32 needs {fp_ratio:.2f}x the int8 inference time on 1 thread. Phones with "
         "ARM dot-product instructions are where int8 pays off in speed; it is 4x smaller everywhere. The machine is shared (2 cores), "
-        "so figures move by a few fps between runs.",
+        "so figures move between runs: the 1-minute load average "
+        f"during the measurements ran from {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} cores; above ~1 "
+        "the 2-thread rows compete with other processes for the second core.",
     ])
     write_section("realtime", text)
     print(text)
