@@ -9,6 +9,7 @@ from keras_models._common import layers
 from keras_models.layers import ChannelSplit, HardSigmoid, HardSwish
 from keras_models.quantize_configs import (
     HardSigmoidQuantizeConfig,
+    HardSwishQuantizeConfig,
     OutputQuantizeConfig,
     PassThroughQuantizeConfig,
     annotate,
@@ -28,7 +29,7 @@ def activation(x, kind: str | None, name: str):
     if kind == "relu6":
         return layers.ReLU(6.0, name=name)(x)
     if kind == "hard_swish":
-        return annotate(HardSwish(name=name), OutputQuantizeConfig())(x)
+        return annotate(HardSwish(name=name), HardSwishQuantizeConfig())(x)
     if kind == "hard_sigmoid":
         return annotate(HardSigmoid(name=name), HardSigmoidQuantizeConfig())(x)
     if kind == "sigmoid":

@@ -1,7 +1,7 @@
 """Custom Keras layers of the zoo, each a real serializable layer (no Lambda) with an int8 story.
 
-* ``HardSwish`` is written as ``x * relu6(x + 3) / 6``, the pattern the TFLite converter fuses into
-  one ``HARD_SWISH`` kernel, so only its output needs a quantization range.
+* ``HardSwish`` is ``x * relu6(x + 3) / 6`` with a fake-quantizable step per int8 op, so a QAT model
+  converts to ``ADD``/``MUL`` ops the Edge TPU maps (a float model still fuses into ``HARD_SWISH``).
 * ``HardSigmoid`` applies its ReLU6 through an ``activation`` attribute, which TF-MOT can fake-quantize,
   so both of the int8 ops it becomes (``ADD`` with fused ReLU6, then ``MUL`` by 1/6) get QAT ranges.
 * ``ChannelShuffle`` is the ShuffleNet permutation written with split, reshape and concatenate on
@@ -18,17 +18,29 @@ from typing import Any
 from pipeline.tf_env import keras, tf
 
 
-class HardSwish(keras.layers.Layer):
-    """hard-swish(x) = x * ReLU6(x + 3) / 6 (Howard et al. 2019, MobileNet v3)."""
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        return inputs * tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
-
-
 def relu(x: tf.Tensor) -> tf.Tensor:
     """ReLU6 under the name TF-MOT knows: it fake-quantizes the output of activations named ``relu``
     (fused into the op before them in TFLite), and has no entry for ``relu6``."""
     return tf.nn.relu6(x)
+
+
+class HardSwish(keras.layers.Layer):
+    """hard-swish(x) = x * ReLU6(x + 3) / 6 (Howard et al. 2019, MobileNet v3).
+
+    Computed as ``x * linear(relu(x + 3) / 6)`` through two activation attributes that TF-MOT can
+    fake-quantize, so QAT gives every one of its three int8 ops (``ADD`` with fused ReLU6, ``MUL``
+    by 1/6, ``MUL`` by x) a range and the converter keeps them: all three map to the Edge TPU,
+    which has no ``HARD_SWISH``. Without fake-quants (float or post-training quantization) the
+    converter fuses the same pattern into one ``HARD_SWISH`` kernel, the fastest form on CPUs.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.activation = relu
+        self.gate_activation = keras.activations.linear
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return inputs * self.gate_activation(self.activation(inputs + 3.0) * (1.0 / 6.0))
 
 
 class HardSigmoid(keras.layers.Layer):

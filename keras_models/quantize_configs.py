@@ -54,7 +54,7 @@ class _NoWeightsConfig(_quant.QuantizeConfig):
 
 class OutputQuantizeConfig(_NoWeightsConfig):
     """Fake-quantize the layer's output: for ops that make new values in one int8 kernel
-    (``HARD_SWISH``, SE's ``MUL``, a standalone batch norm)."""
+    (SE's ``MUL``, a standalone batch norm)."""
 
     def get_output_quantizers(self, layer: keras.layers.Layer) -> list:
         return [_activation_quantizer()]
@@ -68,6 +68,16 @@ class HardSigmoidQuantizeConfig(OutputQuantizeConfig):
 
     def set_quantize_activations(self, layer: keras.layers.Layer, quantize_activations: list) -> None:
         layer.activation = quantize_activations[0]
+
+
+class HardSwishQuantizeConfig(OutputQuantizeConfig):
+    """Ranges for all three int8 ops of ``HardSwish``: ReLU6'd ``x + 3``, the gate ``/ 6``, the product."""
+
+    def get_activations_and_quantizers(self, layer: keras.layers.Layer) -> list:
+        return [(layer.activation, _activation_quantizer()), (layer.gate_activation, _activation_quantizer())]
+
+    def set_quantize_activations(self, layer: keras.layers.Layer, quantize_activations: list) -> None:
+        layer.activation, layer.gate_activation = quantize_activations
 
 
 class PassThroughQuantizeConfig(_NoWeightsConfig):
@@ -89,7 +99,7 @@ def custom_objects() -> dict:
     from keras_models.layers import ChannelShuffle, ChannelSplit, HardSigmoid, HardSwish
 
     classes = (HardSwish, HardSigmoid, ChannelShuffle, ChannelSplit,
-               OutputQuantizeConfig, HardSigmoidQuantizeConfig, PassThroughQuantizeConfig)
+               OutputQuantizeConfig, HardSigmoidQuantizeConfig, HardSwishQuantizeConfig, PassThroughQuantizeConfig)
     return {cls.__name__: cls for cls in classes}
 
 
