@@ -66,10 +66,14 @@ def _mobilenet_v3(
     stem_act = "relu" if minimalistic else "hard_swish"
 
     x = conv_bn(img_input, 16, 3, "conv", strides=2, act=stem_act)
+    paper_in = 16
     for block_id, (kernel, expanded, out, se, act, stride) in enumerate(_LARGE if size == "large" else _SMALL):
         if minimalistic:
             kernel, se, act = 3, False, "relu"
-        x = _block(x, kernel, make_divisible(expanded * alpha), make_divisible(out * alpha), se, act, stride, block_id)
+        # The paper's expansion is a ratio of the block's (already rounded) input width; at alpha < 1
+        # rounding keeps early inputs wide, and their expansions scale from there.
+        ratio, paper_in = expanded / paper_in, out
+        x = _block(x, kernel, make_divisible(x.shape[-1] * ratio), make_divisible(out * alpha), se, act, stride, block_id)
     x = conv_bn(x, make_divisible(x.shape[-1] * 6), 1, "conv_1", act=stem_act)
 
     if include_top:

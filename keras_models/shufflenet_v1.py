@@ -70,7 +70,9 @@ def ShuffleNetV1(
         raise ValueError(f"`alpha` must be positive, got {alpha}")
     img_input = model_input(input_shape, 224)
 
-    x = layers.Conv2D(_STEM, 3, strides=2, padding="same", use_bias=False, name="conv1")(img_input)
+    # The stem scales with s too (the paper's 0.5x and 0.25x counts need it), kept a multiple of g
+    # so that every stride-2 unit's grouped conv (out - in channels) still splits evenly.
+    x = layers.Conv2D(make_divisible(_STEM * alpha, groups), 3, strides=2, padding="same", use_bias=False, name="conv1")(img_input)
     x = layers.BatchNormalization(**BN, name="conv1_bn")(x)
     x = layers.ReLU(name="conv1_relu")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
