@@ -69,19 +69,20 @@ def channel_split(x, parts: int, name: str) -> list:
     return annotate(ChannelSplit(parts, name=name), PassThroughQuantizeConfig())(x)
 
 
-def grouped_conv1x1(x, filters: int, groups: int, name: str):
-    """1x1 group convolution as split + per-group convs + concat.
+def grouped_conv_bn(x, filters: int, groups: int, name: str, act: str | None = "relu"):
+    """1x1 group convolution + BN + activation, as split + per-group conv-BN-act + concat.
 
     Keras' ``Conv2D(groups=g)`` becomes a grouped ``CONV_2D`` that the Edge TPU and several TFLite
     delegates do not run; split/conv/concat is the same function (and the same MACs and weights)
-    in ops every backend has.
+    in ops every backend has. Batch norm is per channel, so normalizing each group before the
+    concat is the same as after it, and it lets TF-MOT and the converter fold each BN into its conv.
     """
     if groups == 1:
-        return layers.Conv2D(filters, 1, use_bias=False, name=name)(x)
+        return conv_bn(x, filters, 1, name, act=act)
     if filters % groups or x.shape[-1] % groups:
         raise ValueError(f"{name}: {x.shape[-1]} -> {filters} channels do not split into {groups} groups")
     parts = channel_split(x, groups, f"{name}_split")
-    outs = [layers.Conv2D(filters // groups, 1, use_bias=False, name=f"{name}_g{i}")(p) for i, p in enumerate(parts)]
+    outs = [conv_bn(p, filters // groups, 1, f"{name}_g{i}", act=act) for i, p in enumerate(parts)]
     return layers.Concatenate(name=f"{name}_concat")(outs)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from keras_models._blocks import BN
 from keras_models._common import check_common_args, classifier_head, layers, model_input
-from keras_models.quantize_configs import OutputQuantizeConfig, annotate
+from keras_models.quantize_configs import OutputQuantizeConfig, PassThroughQuantizeConfig, annotate
 from pipeline.tf_env import keras
 
 _BLOCKS = (6, 12, 24, 16)
@@ -35,7 +35,8 @@ def _dense_layer(x, name: str):
 def _transition(x, name: str):
     x = _bn_relu(x, name)
     x = layers.Conv2D(x.shape[-1] // 2, 1, use_bias=False, name=f"{name}_conv")(x)
-    return layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
+    # TFLite's int8 AVERAGE_POOL_2D needs the input's scale on its output; no separate fake-quant.
+    return annotate(layers.AveragePooling2D(2, strides=2, name=f"{name}_pool"), PassThroughQuantizeConfig())(x)
 
 
 def DenseNet121(

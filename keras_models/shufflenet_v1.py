@@ -8,7 +8,7 @@ of adding it. ``groups`` is the paper's g (1, 2, 3, 4, 8); ``alpha`` is its scal
 """
 from __future__ import annotations
 
-from keras_models._blocks import BN, grouped_conv1x1
+from keras_models._blocks import BN, grouped_conv_bn
 from keras_models._common import check_common_args, classifier_head, layers, make_divisible, model_input
 from keras_models.layers import ChannelShuffle
 from keras_models.quantize_configs import PassThroughQuantizeConfig, annotate
@@ -24,17 +24,16 @@ _STEM = 24
 def _unit(x, out: int, groups: int, stride: int, group_first: bool, name: str):
     in_channels = x.shape[-1]
     bottleneck = out // 4
-    y = grouped_conv1x1(x, bottleneck, groups if group_first else 1, f"{name}_gconv1")
-    y = layers.BatchNormalization(**BN, name=f"{name}_gconv1_bn")(y)
-    y = layers.ReLU(name=f"{name}_gconv1_relu")(y)
+    y = grouped_conv_bn(x, bottleneck, groups if group_first else 1, f"{name}_gconv1", act="relu")
     if group_first and groups > 1:  # after an ungrouped conv a shuffle would only relabel its filters
         y = annotate(ChannelShuffle(groups, name=f"{name}_shuffle"), PassThroughQuantizeConfig())(y)
     y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dwconv")(y)
     y = layers.BatchNormalization(**BN, name=f"{name}_dwconv_bn")(y)
-    y = grouped_conv1x1(y, out - in_channels if stride == 2 else out, groups, f"{name}_gconv2")
-    y = layers.BatchNormalization(**BN, name=f"{name}_gconv2_bn")(y)
+    y = grouped_conv_bn(y, out - in_channels if stride == 2 else out, groups, f"{name}_gconv2", act=None)
     if stride == 2:
-        shortcut = layers.AveragePooling2D(3, strides=2, padding="same", name=f"{name}_avgpool")(x)
+        # TFLite's int8 AVERAGE_POOL_2D needs the input's scale on its output; no separate fake-quant.
+        shortcut = annotate(layers.AveragePooling2D(3, strides=2, padding="same", name=f"{name}_avgpool"),
+                            PassThroughQuantizeConfig())(x)
         y = layers.Concatenate(name=f"{name}_concat")([shortcut, y])
     else:
         y = layers.Add(name=f"{name}_add")([x, y])
