@@ -29,13 +29,16 @@ class FitSettings:
 def make_dataset(data: ImageSet, batch_size: int, training: bool, augment: bool = False, flip: bool = True, seed: int = 0):
     """A tf.data pipeline over in-memory uint8 images: pad-and-crop (+ flip) augmentation, [-1, 1] inputs."""
     classes = len(data.class_names)
-    ds = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
+    images, labels = tf.constant(data.images), tf.constant(data.labels)
+    # Image sets are stored class by class: only a shuffle over the whole set (of indices, so the
+    # buffer stays small) gives batches with every class in them.
+    ds = tf.data.Dataset.range(len(data))
     if training:
-        ds = ds.shuffle(min(len(data), 20000), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
     size = data.images.shape[1]
 
-    def prepare(image, label):
-        image = tf.cast(image, tf.float32)
+    def prepare(index):
+        image, label = tf.cast(tf.gather(images, index), tf.float32), tf.gather(labels, index)
         if training and augment:
             pad = max(1, size // 8)
             image = tf.image.resize_with_crop_or_pad(image, size + 2 * pad, size + 2 * pad)

@@ -63,3 +63,15 @@ def test_split_is_stratified_disjoint_and_reproducible():
     assert np.array_equal(val.labels, again_val.labels) and np.array_equal(val.images, again_val.images)
     per_class = np.bincount(val.labels) / np.bincount(data.labels)
     assert np.all(np.abs(per_class - 0.2) < 0.02)
+
+
+def test_training_batches_mix_every_class_even_when_images_are_stored_class_by_class():
+    from pipeline.data import ImageSet
+    from pipeline.train import make_dataset
+
+    per_class, classes = 2500, 10  # larger than any fixed shuffle buffer a pipeline might pick
+    data = ImageSet(np.zeros((per_class * classes, 4, 4, 3), np.uint8),
+                    np.repeat(np.arange(classes), per_class), [f"c{i}" for i in range(classes)])
+    for _, onehot in make_dataset(data, 256, training=True).take(2):
+        seen = np.bincount(np.argmax(onehot.numpy(), axis=1), minlength=classes)
+        assert (seen > 0).all(), seen
