@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli import emit, json_option
+from pipeline.config import TARGETS
 from pipeline.data import load_dataset, load_image, mirror_safe, split
 from pipeline.errors import PipelineError
 
@@ -52,9 +53,10 @@ def _model_options(func):
 @click.option("--qat/--no-qat", default=None, help="Quantization-aware training before int8 conversion.")
 @click.option("--qat-epochs", type=int, help="QAT fine-tuning epochs.")
 @click.option("--io-dtype", type=click.Choice(["uint8", "int8"]), help="Input/output type of the int8 models.")
-@click.option("--target", "targets", multiple=True, type=click.Choice(["edgetpu", "nnapi", "android"]),
+@click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS),
               help="Deployment target(s) to check/prepare for; repeatable.")
 @click.option("--allow-cpu-ops", is_flag=True, default=None, help="Let the edgetpu target pass with ops left on the CPU.")
+@click.option("--nnapi-api-level", type=int, help="Android API level (27-34) the nnapi target checks against [default: 30].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"), show_default=True,
               help="Output folder for every artifact of the run.")
 @click.option("--restart", is_flag=True, help="Ignore finished stages in --out and start over.")
@@ -73,19 +75,21 @@ def run(config_path, out, restart, quiet, as_json, targets, **flags):
         flags["targets"] = list(targets)
     config = load_config(config_path, flags)
     state = run_pipeline(config, out, restart=restart)
-    from pipeline.report import summary_rows
+    from pipeline.report import summary_rows, target_lines
 
-    rows = summary_rows(state)
-    emit({"out": str(out), "stages_done": state["done"], "summary": rows}, as_json, lambda d: _summary_text(d, out))
+    targets = {name: state["results"][name] for name in TARGETS if name in state["results"]}
+    emit({"out": str(out), "stages_done": state["done"], "summary": summary_rows(state), "targets": targets},
+         as_json, lambda d: _summary_text(d, out, target_lines(state)))
 
 
-def _summary_text(data: dict, out: Path) -> str:
+def _summary_text(data: dict, out: Path, targets: list[str]) -> str:
     lines = [f"{'stage':28} {'accuracy':>9} {'gzip KiB':>9} {'1t ms':>7} {'2t ms':>7}"]
     for r in data["summary"]:
         gz = f"{r['gzip_bytes'] / 1024:.1f}" if "gzip_bytes" in r else "—"
         l1 = f"{r['latency_ms_1t']:.2f}" if "latency_ms_1t" in r else "—"
         l2 = f"{r['latency_ms_2t']:.2f}" if "latency_ms_2t" in r else "—"
         lines.append(f"{r['title']:28} {r['accuracy']:>9.2%} {gz:>9} {l1:>7} {l2:>7}")
+    lines += targets
     lines.append(f"report: {out / 'report.md'}  deployable model: {out / 'model_int8.tflite'}")
     return "\n".join(lines)
 

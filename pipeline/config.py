@@ -10,8 +10,11 @@ import yaml
 
 from pipeline.data import DEFAULT_DATA
 from pipeline.errors import PipelineError
+from pipeline.nnapi import MAX_API, MIN_API
 
 TARGETS = ("edgetpu", "nnapi", "android")
+# Settings of the deployment-target stages, which run after the models exist: changing them resumes a run.
+TARGET_SETTINGS = ("targets", "allow_cpu_ops", "nnapi_api_level")
 
 
 @dataclass
@@ -40,7 +43,8 @@ class RunConfig:
     qat_learning_rate: float = 0.002
     io_dtype: str = "uint8"
     targets: list[str] = field(default_factory=list)
-    allow_cpu_ops: bool = False
+    allow_cpu_ops: bool = False  # let the edgetpu target pass with ops left on the CPU
+    nnapi_api_level: int = 30  # Android API level the nnapi target checks against (27-34)
     benchmark_runs: int = 30
     seed: int = 0
 
@@ -54,6 +58,8 @@ class RunConfig:
             (0.0 < self.validation_split < 1.0, f"validation_split must be in (0, 1), got {self.validation_split}"),
             (self.io_dtype in ("uint8", "int8"), f"--io-dtype must be uint8 or int8, got {self.io_dtype}"),
             (self.prune_sparsity == 0 or self.prune_epochs > 0, "pruning needs --prune-epochs > 0"),
+            (MIN_API <= self.nnapi_api_level <= MAX_API,
+             f"--nnapi-api-level must be between {MIN_API} and {MAX_API}, got {self.nnapi_api_level}"),
         ]
         for ok, message in checks:
             if not ok:

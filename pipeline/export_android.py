@@ -6,13 +6,12 @@ and the label file all come from ``model_config.json`` written here from the .tf
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
 from pathlib import Path
 
 from pipeline import frames
 from pipeline.demo import RUN_DIR_LABELS, RUN_DIR_MODEL, input_spec
 from pipeline.errors import PipelineError
+from pipeline.fsutil import ensure_writable_dir, write_bytes, write_json, write_text
 
 DEFAULT_ASSETS = Path(__file__).resolve().parents[1] / "android_demo/app/src/main/assets"
 MODEL_ASSET, LABELS_ASSET, CONFIG_ASSET = "model.tflite", "labels.txt", "model_config.json"
@@ -65,9 +64,8 @@ def export_android(run_dir: str | Path, out_dir: str | Path | None = None) -> di
     config = model_config(model, labels)
     config["source"] = {"run_dir": str(run_dir.resolve()), "model": RUN_DIR_MODEL,
                         "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
-    out = Path(out_dir) if out_dir is not None else DEFAULT_ASSETS
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model, out / MODEL_ASSET)
-    (out / LABELS_ASSET).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-    (out / CONFIG_ASSET).write_text(json.dumps(config, indent=2) + "\n")
+    out = ensure_writable_dir(out_dir if out_dir is not None else DEFAULT_ASSETS)
+    write_bytes(out / MODEL_ASSET, model.read_bytes())
+    write_text(out / LABELS_ASSET, "".join(f"{label}\n" for label in labels))
+    write_json(out / CONFIG_ASSET, config)
     return {**config, "out_dir": str(out), "files": [str(out / n) for n in (MODEL_ASSET, LABELS_ASSET, CONFIG_ASSET)]}

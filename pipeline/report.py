@@ -22,6 +22,32 @@ def summary_rows(state: dict) -> list[dict]:
     return [{"stage": key, "title": STAGE_TITLES.get(key, key), **entry} for key, entry in stages.items()]
 
 
+def target_lines(state: dict) -> list[str]:
+    """One line per deployment target the run checked or prepared, then the reasons behind any CPU op."""
+    results = state.get("results", {})
+    lines: list[str] = []
+    if "edgetpu" in results:
+        r = results["edgetpu"]
+        check = r["check"]
+        where = ("compiled: " + ", ".join(Path(p).name for p in r["compile"]["outputs"])) if "outputs" in r["compile"] \
+            else "not compiled: edgetpu_compiler is not installed here"
+        lines.append(f"Edge TPU: {check['mapped_ops']}/{check['total_ops']} ops predicted on the TPU"
+                     f"{'' if r['fully_mapped'] else ' (NOT fully mapped)'}; {where}")
+        lines += [f"  CPU: {reason}" for reason in (*check["model_errors"], *check["reasons"])]
+        lines += [f"  warning: {w}" for w in check["warnings"]]
+    if "nnapi" in results:
+        r = results["nnapi"]
+        lines.append(f"NNAPI (API {r['api_level']}): {r['delegated_ops']}/{r['total_ops']} ops delegated in "
+                     f"{r['partitions']} partition(s)")
+        lines += [f"  CPU: {reason}" for reason in r["reasons"]]
+        lines += [f"  note: {note}" for note in r["notes"]]
+    if "android" in results:
+        r = results["android"]
+        lines.append(f"Android: {', '.join(Path(f).name for f in r['files'])} in {r['out_dir']}; put them into the "
+                     "app with `tflpipe export android RUN_DIR` (see android_demo/README.md)")
+    return lines
+
+
 def write_report(out: Path, config: RunConfig, state: dict) -> list[str]:
     rows = summary_rows(state)
     report = {
@@ -64,6 +90,11 @@ def _markdown(config: RunConfig, state: dict, rows: list[dict]) -> str:
         )
     if "prune" in results:
         lines += ["", f"Measured sparsity of the pruned Keras kernels: {results['prune']['sparsity']:.1%}."]
+    targets = target_lines(state)
+    if targets:
+        lines += ["", "## Deployment targets", ""] + [f"- {t}" if not t.startswith("  ") else f"  - {t.strip()}" for t in targets]
+        failed = [r["failed"] for r in results.values() if isinstance(r, dict) and "failed" in r]
+        lines += [f"\n**Failed:** {f}" for f in failed]
     timings = ", ".join(f"{name} {results[name]['seconds']:.0f} s" for name in state.get("done", []) if name in results)
     lines += ["", f"Stage times: {timings}.", "", "![accuracy vs size vs latency](report.png)", ""]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.config import RunConfig
+from pipeline.config import TARGET_SETTINGS, RunConfig
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_path, ensure_writable_dir, write_bytes, write_json, write_text
 
@@ -31,6 +31,7 @@ TFLITE_FILES = {
     "pruned_ptq_int8": "model_pruned_ptq_int8.tflite",
     "int8": "model_int8.tflite",  # the deployable file: int8 from QAT (or PTQ when QAT is off)
 }
+ANDROID_DIR = "android"
 
 
 @dataclass
@@ -184,6 +185,57 @@ def stage_evaluate(ctx: RunContext) -> dict:
     return {"stages": stages, "validation_images": len(val)}
 
 
+class StageFailed(PipelineError):
+    """A stage that ran to the end but whose verdict stops the run; its result still goes into the report."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
+
+
+def stage_edgetpu(ctx: RunContext) -> dict:
+    """Static Edge TPU check of the deployable model, and the real compiler's verdict when it is installed."""
+    from edgetpu.check import check_model
+    from edgetpu.compiler import INSTALL_HINT, compile_model, find_compiler
+
+    model = ctx.path(TFLITE_FILES["int8"])
+    check = check_model(model)
+    result: dict = {"check": check.to_dict()}
+    cpu_ops = dict(check.cpu_ops)
+    if find_compiler():
+        compiled = compile_model(model, ctx.path("edgetpu")).to_dict()
+        result["compile"] = compiled
+        cpu_ops = {name: n for m in compiled["models"] for name, n in m["cpu_ops"].items()}
+    else:
+        result["compile"] = {"skipped": INSTALL_HINT}
+        log.warning("edgetpu: static check only; %s", INSTALL_HINT)
+    mapped = not check.model_errors and not cpu_ops
+    result["fully_mapped"] = mapped
+    if not mapped and not ctx.config.allow_cpu_ops:
+        problems = check.model_errors or [f"{name} x{n}" for name, n in cpu_ops.items()]
+        raise StageFailed(f"edgetpu: the model does not map fully to the Edge TPU ({'; '.join(problems)}); "
+                          "see report.md for the reasons, or pass --allow-cpu-ops to accept CPU ops", result)
+    return result
+
+
+def stage_nnapi(ctx: RunContext) -> dict:
+    """Which ops of the deployable model Android's NNAPI delegate takes, by API level."""
+    from pipeline.nnapi import check_model
+
+    result = check_model(ctx.path(TFLITE_FILES["int8"]), api_level=ctx.config.nnapi_api_level)
+    if result["cpu_ops"]:
+        log.warning("nnapi: %d of %d ops fall back to the CPU at API %d", result["total_ops"] - result["delegated_ops"],
+                    result["total_ops"], result["api_level"])
+    return result
+
+
+def stage_android(ctx: RunContext) -> dict:
+    """The Android demo's assets (model, labels, model_config.json) in the run folder, ready to copy."""
+    from pipeline.export_android import export_android
+
+    return export_android(ctx.out, ctx.path(ANDROID_DIR))
+
+
 def tflite_weight_sparsity(path: Path) -> float:
     """Fraction of conv/FC kernel values in a .tflite file that encode exactly zero."""
     from pipeline.tflite_file import read_model
@@ -207,6 +259,9 @@ STAGES: list[tuple[str, Callable[[RunContext], dict], Callable[[RunConfig], bool
     ("convert", stage_convert, lambda c: True),
     ("metadata", stage_metadata, lambda c: True),
     ("evaluate", stage_evaluate, lambda c: True),
+    ("edgetpu", stage_edgetpu, lambda c: "edgetpu" in c.targets),
+    ("nnapi", stage_nnapi, lambda c: "nnapi" in c.targets),
+    ("android", stage_android, lambda c: "android" in c.targets),
 ]
 
 
@@ -222,9 +277,13 @@ def run_pipeline(config: RunConfig, out: str | Path, restart: bool = False) -> d
             previous = json.loads(state_path.read_text())
         except ValueError:
             raise PipelineError(f"{state_path} is corrupt; re-run with --restart to start over") from None
-        if previous.get("config") != config.to_dict():
-            raise PipelineError(f"{out} holds a run with another configuration; use another --out or --restart")
-        state = previous
+        changed = _model_changes(previous.get("config", {}), config)
+        if changed:
+            raise PipelineError(f"{out} holds a run with other settings ({', '.join(changed)}); "
+                                "use another --out or --restart")
+        state = {**previous, "config": config.to_dict()}
+    from pipeline.report import write_report
+
     ctx = RunContext(config, out, state)
     for name, stage, enabled in STAGES:
         if not enabled(config):
@@ -234,14 +293,29 @@ def run_pipeline(config: RunConfig, out: str | Path, restart: bool = False) -> d
             continue
         log.info("stage %s ...", name)
         start = time.perf_counter()
-        result = stage(ctx)
+        try:
+            result = stage(ctx)
+        except StageFailed as failure:
+            state["results"][name] = {**failure.result, "failed": str(failure)}
+            write_json(state_path, state)
+            write_report(out, config, state)
+            raise
         result["seconds"] = round(time.perf_counter() - start, 1)
         state["results"][name] = result
         if name not in state["done"]:
             state["done"].append(name)
         write_json(state_path, state)
         log.info("stage %s finished in %.1f s", name, result["seconds"])
-    from pipeline.report import write_report
-
     write_report(out, config, state)  # a view of the state, refreshed on every run
     return state
+
+
+def _model_changes(previous: dict, config: RunConfig) -> list[str]:
+    """Settings that differ from a finished run's and would change its models.
+
+    Deployment targets only add stages after the models exist, and settings the earlier run did not
+    know yet count as their defaults, so neither forces a retrain.
+    """
+    before = {**RunConfig().to_dict(), **previous}
+    now = config.to_dict()
+    return sorted(key for key in now if key not in TARGET_SETTINGS and before.get(key) != now[key])

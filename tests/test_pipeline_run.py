@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -107,7 +108,7 @@ def test_rerun_resumes_after_the_last_finished_stage(run_dir):
 
 def test_other_config_in_same_out_is_refused(run_dir):
     result = invoke("run", "--config", run_dir["config"], *TINY, "--epochs", "9", "--data", run_dir["data"], "--out", run_dir["out"])
-    assert result.exit_code != 0 and "another configuration" in result.output
+    assert result.exit_code != 0 and "other settings (epochs)" in result.output
 
 
 def test_stage_verbs_work_alone_on_files(run_dir, tmp_path):
@@ -172,3 +173,45 @@ def test_single_class_folder_fails_before_training(tmp_path):
     data = write_image_folder(tmp_path / "d", classes=1, per_class=4)
     result = invoke("run", "--data", data, "--out", tmp_path / "o")
     assert result.exit_code != 0 and "single class" in result.output
+
+
+def _copy_run(run_dir, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(run_dir["out"], out)
+    return out
+
+
+def test_targets_join_a_finished_run_without_retraining(run_dir, tmp_path):
+    out = _copy_run(run_dir, tmp_path)
+    float_mtime = os.path.getmtime(out / "float.h5")
+    result = invoke("run", "--config", run_dir["config"], *TINY, "--data", run_dir["data"], "--out", out,
+                    "--target", "edgetpu", "--target", "nnapi", "--target", "android", "--nnapi-api-level", "29", "--json")
+    assert result.exit_code == 0, result.output
+    assert os.path.getmtime(out / "float.h5") == float_mtime
+    data = json.loads(result.output[result.output.index("{"):])
+    assert data["stages_done"][-3:] == ["edgetpu", "nnapi", "android"]
+    edgetpu, nnapi, android = (data["targets"][k] for k in ("edgetpu", "nnapi", "android"))
+    assert edgetpu["fully_mapped"] and edgetpu["check"]["mapped_ops"] == edgetpu["check"]["total_ops"] > 0
+    assert "compile" in edgetpu  # compiled with the real compiler, or the reason it was not
+    assert nnapi["api_level"] == 29 and nnapi["total_ops"] == edgetpu["check"]["total_ops"]
+    config = json.loads((out / "android" / "model_config.json").read_text())
+    assert (out / "android" / "model.tflite").read_bytes() == (out / "model_int8.tflite").read_bytes()
+    assert config["num_classes"] == 3 and android["out_dir"] == str(out / "android")
+    text = (out / "report.md").read_text()
+    assert "## Deployment targets" in text and "Edge TPU:" in text and "NNAPI (API 29)" in text
+
+
+def test_edgetpu_target_fails_on_cpu_ops_unless_allowed(run_dir, tmp_path):
+    out = _copy_run(run_dir, tmp_path)
+    shutil.copyfile(out / "model_float32.tflite", out / "model_int8.tflite")  # a float model cannot map
+    args = ["run", "--config", run_dir["config"], *TINY, "--data", run_dir["data"], "--out", out, "--target", "edgetpu"]
+    result = invoke(*args)
+    assert result.exit_code != 0
+    assert "does not map fully to the Edge TPU" in result.output and "--allow-cpu-ops" in result.output
+    assert "Traceback" not in result.output
+    state = json.loads((out / "state.json").read_text())
+    assert "edgetpu" not in state["done"] and state["results"]["edgetpu"]["failed"]
+    assert "**Failed:**" in (out / "report.md").read_text()
+    result = invoke(*args, "--allow-cpu-ops")
+    assert result.exit_code == 0, result.output
+    assert "NOT fully mapped" in result.output
