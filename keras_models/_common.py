@@ -22,17 +22,23 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 
 def check_common_args(
-    weights: str | None, include_top: bool, classes: int, imagenet_classes: int = 1000
+    weights: str | None, include_top: bool, classes: int, imagenet_for: int | None = 1000, family: str = ""
 ) -> None:
-    """Validate the arguments all Keras-applications-style builders take, with actionable messages."""
+    """Validate the arguments all Keras-applications-style builders take, with actionable messages.
+
+    ``imagenet_for`` is the class count of the family's published ImageNet checkpoint, None where the
+    zoo has none to offer (``family`` names the net in that error).
+    """
+    if weights == "imagenet" and imagenet_for is None:
+        raise ValueError(f"ImageNet weights are not packaged for {family} in this zoo; pass a weights file")
     if not (weights in (None, "imagenet") or os.path.exists(str(weights))):
         raise ValueError(
             "`weights` must be None (random init), 'imagenet' or the path of a weights file; "
             f"got {weights!r}"
         )
-    if weights == "imagenet" and include_top and classes != imagenet_classes:
+    if weights == "imagenet" and include_top and classes != imagenet_for:
         raise ValueError(
-            f"With weights='imagenet' and include_top=True, `classes` must be {imagenet_classes}; "
+            f"With weights='imagenet' and include_top=True, `classes` must be {imagenet_for}; "
             "use include_top=False to put a new classifier on the ImageNet features."
         )
     if classes < 1:

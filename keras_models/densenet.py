@@ -10,7 +10,7 @@ conv to fold them into; they are annotated to quantize their output (int8 MUL + 
 from __future__ import annotations
 
 from keras_models._blocks import BN
-from keras_models._common import check_common_args, classifier_head, layers, model_input
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
 from keras_models.quantize_configs import OutputQuantizeConfig, PassThroughQuantizeConfig, annotate
 from pipeline.tf_env import keras
 
@@ -55,9 +55,7 @@ def DenseNet121(
         include_top, weights, pooling, classes, classifier_activation, name: as in Keras
             applications; weights is None or a local weights file.
     """
-    check_common_args(weights, include_top, classes)
-    if weights == "imagenet":
-        raise ValueError("ImageNet weights are not packaged for DenseNet-121 in this zoo; pass a weights file")
+    check_common_args(weights, include_top, classes, imagenet_for=None, family="DenseNet-121")
     img_input = model_input(input_shape, 224)
 
     x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False, name="conv1_conv")(img_input)
@@ -73,6 +71,5 @@ def DenseNet121(
     x = classifier_head(x, include_top, pooling, classes, classifier_activation)
 
     model = keras.Model(img_input, x, name=name or f"densenet121_{img_input.shape[1]}")
-    if weights is not None:
-        model.load_weights(weights)
+    load_weights(model, weights)
     return model

@@ -12,7 +12,7 @@ import math
 from functools import partial
 
 from keras_models._blocks import conv_bn, mbconv
-from keras_models._common import check_common_args, classifier_head, make_divisible, model_input
+from keras_models._common import check_common_args, classifier_head, load_weights, make_divisible, model_input
 from pipeline.tf_env import keras
 
 # (repeats, kernel, first stride, expansion, output width) of EfficientNet-B0 (Table 1).
@@ -43,9 +43,7 @@ def EfficientNetLite(
         include_top, weights, pooling, classes, classifier_activation, name: as in Keras
             applications; weights is None or a local weights file.
     """
-    check_common_args(weights, include_top, classes)
-    if weights == "imagenet":
-        raise ValueError("ImageNet weights are not packaged for EfficientNet-Lite in this zoo; pass a weights file")
+    check_common_args(weights, include_top, classes, imagenet_for=None, family="EfficientNet-Lite")
     if variant not in VARIANTS:
         raise ValueError(f"EfficientNet-Lite variant must be one of {', '.join(map(str, VARIANTS))}, got {variant}")
     width, depth, resolution, default_dropout = VARIANTS[variant]
@@ -64,8 +62,7 @@ def EfficientNetLite(
 
     rows = img_input.shape[1]
     model = keras.Model(img_input, x, name=name or f"efficientnet_lite{variant}_{rows}")
-    if weights is not None:
-        model.load_weights(weights)
+    load_weights(model, weights)
     return model
 
 

@@ -9,7 +9,7 @@ does; as in MobileNet v2, the 1280-wide head is only widened for alpha > 1.
 from __future__ import annotations
 
 from keras_models._blocks import conv_bn, depthwise_bn, mbconv
-from keras_models._common import check_common_args, classifier_head, make_divisible, model_input
+from keras_models._common import check_common_args, classifier_head, load_weights, make_divisible, model_input
 from pipeline.tf_env import keras
 
 # (repeats, kernel, first stride, expansion, output width, squeeze-excite) after the stem and the
@@ -32,9 +32,7 @@ def _mnasnet(
     dropout: float,
     name: str | None,
 ) -> keras.Model:
-    check_common_args(weights, include_top, classes)
-    if weights == "imagenet":
-        raise ValueError("ImageNet weights are not packaged for MnasNet in this zoo; pass a weights file")
+    check_common_args(weights, include_top, classes, imagenet_for=None, family="MnasNet")
     if alpha <= 0:
         raise ValueError(f"`alpha` must be positive, got {alpha}")
     img_input = model_input(input_shape, 224)
@@ -53,8 +51,7 @@ def _mnasnet(
 
     rows = img_input.shape[1]
     model = keras.Model(img_input, x, name=name or f"mnasnet_{variant}_{alpha:g}_{rows}")
-    if weights is not None:
-        model.load_weights(weights)
+    load_weights(model, weights)
     return model
 
 

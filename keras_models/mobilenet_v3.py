@@ -8,7 +8,7 @@ Width multiplier ``alpha`` rounds every width to a multiple of 8, as the paper d
 from __future__ import annotations
 
 from keras_models._blocks import activation, conv_bn, depthwise_bn, squeeze_excite
-from keras_models._common import check_common_args, classifier_head, layers, make_divisible, model_input
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, make_divisible, model_input
 from pipeline.tf_env import keras
 
 # (kernel, expanded width, output width, squeeze-excite, activation, stride): Tables 1 and 2.
@@ -57,9 +57,7 @@ def _mobilenet_v3(
     dropout: float,
     name: str | None,
 ) -> keras.Model:
-    check_common_args(weights, include_top, classes)
-    if weights == "imagenet":
-        raise ValueError("ImageNet weights are not packaged for MobileNet v3 in this zoo; pass a weights file")
+    check_common_args(weights, include_top, classes, imagenet_for=None, family="MobileNet v3")
     if alpha <= 0:
         raise ValueError(f"`alpha` must be positive, got {alpha}")
     img_input = model_input(input_shape, 224)
@@ -91,8 +89,7 @@ def _mobilenet_v3(
     rows = img_input.shape[1]
     suffix = "_minimalistic" if minimalistic else ""
     model = keras.Model(img_input, x, name=name or f"mobilenetv3{size}{suffix}_{alpha:g}_{rows}")
-    if weights is not None:
-        model.load_weights(weights)
+    load_weights(model, weights)
     return model
 
 

@@ -8,7 +8,7 @@ multiply-adds; convs carry no bias because batch norm follows each of them.
 from __future__ import annotations
 
 from keras_models._blocks import conv_bn
-from keras_models._common import check_common_args, classifier_head, layers, model_input
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
 from pipeline.tf_env import keras
 
 # (bottleneck width, blocks, first stride) of conv2_x..conv5_x (Table 1, 50-layer column).
@@ -43,9 +43,7 @@ def ResNet50(
         include_top, weights, pooling, classes, classifier_activation, name: as in Keras
             applications; weights is None or a local weights file.
     """
-    check_common_args(weights, include_top, classes)
-    if weights == "imagenet":
-        raise ValueError("ImageNet weights are not packaged for ResNet-50 in this zoo; pass a weights file")
+    check_common_args(weights, include_top, classes, imagenet_for=None, family="ResNet-50")
     img_input = model_input(input_shape, 224)
 
     x = conv_bn(img_input, 64, 7, "conv1", strides=2)
@@ -56,8 +54,7 @@ def ResNet50(
     x = classifier_head(x, include_top, pooling, classes, classifier_activation)
 
     model = keras.Model(img_input, x, name=name or f"resnet50_{img_input.shape[1]}")
-    if weights is not None:
-        model.load_weights(weights)
+    load_weights(model, weights)
     return model
 
 

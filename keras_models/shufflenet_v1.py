@@ -9,7 +9,7 @@ of adding it. ``groups`` is the paper's g (1, 2, 3, 4, 8); ``alpha`` is its scal
 from __future__ import annotations
 
 from keras_models._blocks import BN, grouped_conv_bn
-from keras_models._common import check_common_args, classifier_head, layers, make_divisible, model_input
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, make_divisible, model_input
 from keras_models.layers import ChannelShuffle
 from keras_models.quantize_configs import PassThroughQuantizeConfig, annotate
 from pipeline.tf_env import keras
@@ -60,9 +60,7 @@ def ShuffleNetV1(
         include_top, weights, pooling, classes, classifier_activation, name: as in Keras
             applications; weights is None or a local weights file.
     """
-    check_common_args(weights, include_top, classes)
-    if weights == "imagenet":
-        raise ValueError("ImageNet weights are not packaged for ShuffleNet v1 in this zoo; pass a weights file")
+    check_common_args(weights, include_top, classes, imagenet_for=None, family="ShuffleNet v1")
     if groups not in _STAGE_WIDTHS:
         raise ValueError(f"`groups` must be one of {', '.join(map(str, _STAGE_WIDTHS))}, got {groups}")
     if alpha <= 0:
@@ -85,6 +83,5 @@ def ShuffleNetV1(
 
     rows = img_input.shape[1]
     model = keras.Model(img_input, x, name=name or f"shufflenet_g{groups}_{alpha:g}_{rows}")
-    if weights is not None:
-        model.load_weights(weights)
+    load_weights(model, weights)
     return model

@@ -10,7 +10,7 @@ scaling of one another, so other values are rejected.
 from __future__ import annotations
 
 from keras_models._blocks import channel_split, conv_bn, depthwise_bn
-from keras_models._common import check_common_args, classifier_head, layers, model_input
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
 from keras_models.layers import ChannelShuffle
 from keras_models.quantize_configs import PassThroughQuantizeConfig, annotate
 from pipeline.tf_env import keras
@@ -54,9 +54,7 @@ def ShuffleNetV2(
         include_top, weights, pooling, classes, classifier_activation, dropout, name: as in Keras
             applications; weights is None or a local weights file.
     """
-    check_common_args(weights, include_top, classes)
-    if weights == "imagenet":
-        raise ValueError("ImageNet weights are not packaged for ShuffleNet v2 in this zoo; pass a weights file")
+    check_common_args(weights, include_top, classes, imagenet_for=None, family="ShuffleNet v2")
     if alpha not in _WIDTHS:
         raise ValueError(f"`alpha` must be one of {', '.join(map(str, _WIDTHS))} (the paper's widths), got {alpha}")
     img_input = model_input(input_shape, 224)
@@ -72,6 +70,5 @@ def ShuffleNetV2(
 
     rows = img_input.shape[1]
     model = keras.Model(img_input, x, name=name or f"shufflenetv2_{alpha:g}_{rows}")
-    if weights is not None:
-        model.load_weights(weights)
+    load_weights(model, weights)
     return model

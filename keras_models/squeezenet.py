@@ -10,7 +10,7 @@ the paper's 111/55/27/13 (1.1) and 109/54/27/13 (1.0) at 224 px.
 """
 from __future__ import annotations
 
-from keras_models._common import check_common_args, classifier_head, layers, model_input
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
 from pipeline.tf_env import keras
 
 # (squeeze, expand) widths of fire2..fire9; the expand width is that of each of the two branches.
@@ -45,9 +45,7 @@ def _squeezenet(
     dropout: float,
     name: str | None,
 ) -> keras.Model:
-    check_common_args(weights, include_top, classes)
-    if weights == "imagenet":
-        raise ValueError("ImageNet weights are not packaged for SqueezeNet in this zoo; pass a weights file")
+    check_common_args(weights, include_top, classes, imagenet_for=None, family="SqueezeNet")
     img_input = model_input(input_shape, 224)
     stem_filters, stem_kernel, pools_before = _VERSIONS[version]
 
@@ -70,8 +68,7 @@ def _squeezenet(
 
     rows = img_input.shape[1]
     model = keras.Model(img_input, x, name=name or f"squeezenet{version.replace('.', '_')}_{rows}")
-    if weights is not None:
-        model.load_weights(weights)
+    load_weights(model, weights)
     return model
 
 
