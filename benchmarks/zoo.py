@@ -47,7 +47,7 @@ def measure(name: str, size: int, runs: int, out: Path) -> dict:
             "bytes": path.stat().st_size, "ms1": one, "ms2": two}
 
 
-def render(rows: list[dict], runs: int, elapsed_s: float) -> str:
+def render(rows: list[dict], runs: int, elapsed_s: float, trained: list[str]) -> str:
     lines = [
         "## Model zoo: size, MACs and int8 LiteRT latency (`benchmarks/zoo.py`)",
         "",
@@ -66,7 +66,28 @@ def render(rows: list[dict], runs: int, elapsed_s: float) -> str:
                      f"{r['macs'] / r['ms1'] / 1e6:.1f} | {fits} |")
     lines += ["", "MobileNet v3 here uses PTQ, where the converter fuses hard-swish into one `HARD_SWISH` kernel; "
               "its QAT int8 model (the Edge TPU-mappable one) computes it with `ADD`/`MUL` ops instead."]
-    return "\n".join(lines)
+    return "\n".join(lines + trained)
+
+
+def cifar_lines(run_dirs: list[Path]) -> list[str]:
+    """Accuracy of the zoo nets trained in a CIFAR-10 benchmark run (``tflpipe run`` folders)."""
+    import json
+
+    rows = []
+    for run_dir in run_dirs:
+        report = run_dir / "report.json"
+        if not report.is_file():
+            continue
+        data = json.loads(report.read_text())
+        c, stages = data["config"], {r["stage"]: r for r in data["summary"]}
+        rows.append(f"| {c['model']} | {c['alpha']} | {c['input_size']} | {c['epochs']} | "
+                    f"{stages['keras_float']['accuracy']:.2%} | {stages['tflite_int8']['accuracy']:.2%} | "
+                    f"{stages['tflite_int8']['gzip_bytes'] / 1024:,.0f} | `{run_dir.name}` |")
+    if not rows:
+        return []
+    return ["", "Trained on CIFAR-10 (5,000 held-out validation images; `benchmarks/cifar10.py` and its config):", "",
+            "| net | α | input | float epochs | float accuracy | deployable int8 accuracy | int8 gzip (KB) | run |",
+            "|---|---:|---:|---:|---:|---:|---:|---|", *rows]
 
 
 def main() -> None:
@@ -76,7 +97,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 128], help="square input sizes to measure")
     parser.add_argument("--runs", type=int, default=15, help="timed invokes per thread count")
     parser.add_argument("--models", nargs="+", default=[s.name for s in list_models()], help="zoo nets to measure")
+    parser.add_argument("--cifar-runs", type=Path, nargs="*", default=[ROOT / "runs" / "cifar10-bench"],
+                        help="tflpipe run folders of CIFAR-10 trainings whose accuracy joins the table")
     args = parser.parse_args()
+    trained = cifar_lines(args.cifar_runs)
 
     start = time.time()
     rows: list[dict] = []
@@ -87,7 +111,7 @@ def main() -> None:
                 r = rows[-1]
                 print(f"{name}@{size}: {r['macs'] / 1e6:.0f}M MACs, {r['bytes'] / 1024:.0f} KB, "
                       f"{r['ms1']:.1f}/{r['ms2']:.1f} ms", flush=True)
-                write_section("zoo", render(rows, args.runs, time.time() - start))
+                write_section("zoo", render(rows, args.runs, time.time() - start, trained))
 
 
 if __name__ == "__main__":
