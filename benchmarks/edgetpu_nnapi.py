@@ -33,9 +33,11 @@ def reference_rows() -> list[str]:
 
 
 def convert_zoo_net(name: str, size: int, out: Path) -> tuple[Path, str]:
+    """The net as ``tflpipe run`` deploys it: QAT-wrapped (ranges from one training-mode batch), full int8."""
     import keras_models
     from keras_models import ZooError
-    from pipeline.tf_env import tf
+    from pipeline.convert import convert
+    from pipeline.qat import quantize
 
     spec = keras_models.get_spec(name)
     knobs = {"alpha": 0.35} if "alpha" in spec.knobs else {}
@@ -44,14 +46,10 @@ def convert_zoo_net(name: str, size: int, out: Path) -> tuple[Path, str]:
     except ZooError:
         knobs = {}
         model = keras_models.build_model(name, input_size=size, classes=10)
-    rng = np.random.default_rng(0)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)] for _ in range(4))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    out.write_bytes(converter.convert())
+    images = np.random.default_rng(0).integers(0, 256, (8, size, size, 3), dtype=np.uint8)
+    qat = quantize(model)
+    qat(images.astype(np.float32) / 127.5 - 1, training=True)
+    out.write_bytes(convert(qat, "qat_int8", images, io_dtype="uint8"))
     config = f"{size}px" + "".join(f", {k} {v}" for k, v in knobs.items())
     return out, config
 
@@ -98,7 +96,8 @@ def main() -> None:
         "## Edge TPU mapping and NNAPI coverage (`benchmarks/edgetpu_nnapi.py`)", "",
         "Prediction (`tflpipe edgetpu check`) versus Coral's compiler on the reference pairs: CPU ops are the ops "
         "the compiler left outside `edgetpu-custom-op` in `X_edgetpu.tflite`.", "", *refs, "",
-        f"Zoo nets at {args.size} px, width 0.35 where the net has one, random weights, full int8 (uint8 I/O). "
+        f"Zoo nets at {args.size} px, width 0.35 where the net has one, random weights, QAT-wrapped and converted to "
+        "full int8 (uint8 I/O) as `tflpipe run` deploys them. "
         "Edge TPU: predicted ops on the TPU (runtime 14). NNAPI: ops the TFLite NNAPI delegate takes at Android API "
         "27 / 29 / 30 (`tflpipe nnapi check`); NNAPI is deprecated from Android 15.", "", *zoo,
     ])
