@@ -99,7 +99,7 @@ def _register_builtin() -> None:
     from keras_models.squeezenet import SqueezeNet10, SqueezeNet11
 
     register(ModelSpec("mobilenet_v1", MobileNetV1, "Howard et al. 2017, arXiv:1704.04861",
-                       knobs=("alpha", "depth_multiplier", "dropout")))
+                       knobs=("alpha", "depth_multiplier", "dropout", "explicit_padding")))
     register(ModelSpec("mobilenet_v2", MobileNetV2, "Sandler et al. 2018, arXiv:1801.04381",
                        knobs=("alpha", "dropout")))
     v3 = "Howard et al. 2019, arXiv:1905.02244"

@@ -22,8 +22,17 @@ _BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
            (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
 
 
-def _separable_block(x, filters: int, alpha: float, depth_multiplier: int, stride: int, block_id: int):
-    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", depth_multiplier=depth_multiplier,
+def _padded(x, stride: int, explicit_padding: bool, name: str):
+    """Padding for a 3x3 conv: "same", or 1 pixel on every side before a "valid" conv at stride 2."""
+    if explicit_padding and stride == 2:
+        return layers.ZeroPadding2D(((1, 1), (1, 1)), name=name)(x), "valid"
+    return x, "same"
+
+
+def _separable_block(x, filters: int, alpha: float, depth_multiplier: int, stride: int, block_id: int,
+                     explicit_padding: bool):
+    x, padding = _padded(x, stride, explicit_padding, f"conv_pad_{block_id}")
+    x = layers.DepthwiseConv2D(3, strides=stride, padding=padding, depth_multiplier=depth_multiplier,
                                use_bias=False, name=f"conv_dw_{block_id}")(x)
     x = layers.BatchNormalization(name=f"conv_dw_{block_id}_bn")(x)
     x = layers.ReLU(6.0, name=f"conv_dw_{block_id}_relu")(x)
@@ -42,6 +51,7 @@ def MobileNetV1(
     classes: int = 1000,
     classifier_activation: str | None = "softmax",
     dropout: float = 1e-3,
+    explicit_padding: bool = False,
     name: str | None = None,
 ) -> keras.Model:
     """Build MobileNet v1 for inputs in [-1, 1] (mean 127.5, std 127.5 on 0-255 pixels).
@@ -56,6 +66,10 @@ def MobileNetV1(
         classes: classifier width.
         classifier_activation: activation of the classifier ("softmax", or None for logits).
         dropout: dropout rate before the classifier.
+        explicit_padding: pad stride-2 convs by one pixel on every side ("valid" conv after
+            ZeroPadding2D) instead of "same" (which pads only right/bottom on even sizes): the layout
+            XNNPACK's sparse inference needs. Same weights and output sizes, but the stride-2
+            sampling grid moves by one pixel, so weights trained with "same" need fine-tuning.
         name: model name; defaults to ``mobilenet_{alpha}_{size}``.
     """
     check_common_args(weights, include_top, classes)
@@ -64,11 +78,12 @@ def MobileNetV1(
     img_input = model_input(input_shape, 224)
     rows = img_input.shape[1]
 
-    x = layers.Conv2D(int(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="conv1")(img_input)
+    x, padding = _padded(img_input, 2, explicit_padding, "conv1_pad")
+    x = layers.Conv2D(int(32 * alpha), 3, strides=2, padding=padding, use_bias=False, name="conv1")(x)
     x = layers.BatchNormalization(name="conv1_bn")(x)
     x = layers.ReLU(6.0, name="conv1_relu")(x)
     for block_id, (filters, stride) in enumerate(_BLOCKS, start=1):
-        x = _separable_block(x, filters, alpha, depth_multiplier, stride, block_id)
+        x = _separable_block(x, filters, alpha, depth_multiplier, stride, block_id, explicit_padding)
     x = classifier_head(x, include_top, pooling, classes, classifier_activation, dropout)
 
     model = keras.Model(img_input, x, name=name or f"mobilenet_{alpha:g}_{rows}")

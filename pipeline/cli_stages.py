@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli import emit, json_option
-from pipeline.config import TARGETS
+from pipeline.config import CENTROID_INITS, CONVERT_MODES, PTQ_MODES, TARGETS
 from pipeline.data import load_dataset, load_image, mirror_safe, split
 from pipeline.errors import PipelineError
 
@@ -45,14 +45,38 @@ def _model_options(func):
     return func
 
 
+def _distill_options(func):
+    for option in reversed([
+        click.option("--teacher", help="Distill from this teacher: a saved Keras model (.h5/.keras)"
+                                       " or, in `run`, a zoo net name trained first on the same data."),
+        click.option("--kd-temperature", type=float, help="Softmax temperature of the distilled targets [default: 4]."),
+        click.option("--kd-alpha", type=float, help="Weight of the teacher's targets against the labels [default: 0.9]."),
+    ]):
+        func = option(func)
+    return func
+
+
 @click.command()
 @click.option("--config", "config_path", type=_existing, help="YAML file of settings; flags override it.")
 @_model_options
+@_distill_options
+@click.option("--teacher-alpha", type=float, help="Width multiplier of a zoo-net teacher.")
+@click.option("--teacher-epochs", type=int, help="Training epochs of a zoo-net teacher [default: --epochs].")
 @click.option("--prune-sparsity", type=float, help="Target weight sparsity of magnitude pruning; 0 skips pruning.")
 @click.option("--prune-epochs", type=int, help="Fine-tuning epochs while pruning.")
-@click.option("--qat/--no-qat", default=None, help="Quantization-aware training before int8 conversion.")
+@click.option("--prune-pattern", help="unstructured (default), m:n structured such as 2:4, or xnnpack "
+                                      "(1x1 convs only, for XNNPACK sparse inference; needs sparsity >= 0.67).")
+@click.option("--cluster", type=int, help="Weight clusters per layer (weight sharing); 0 skips clustering.")
+@click.option("--cluster-init", type=click.Choice(CENTROID_INITS), help="Centroid initialization [default: kmeans++].")
+@click.option("--cluster-epochs", type=int, help="Fine-tuning epochs while clustering [default: 1].")
+@click.option("--qat/--no-qat", default=None, help="Quantization-aware training before int8 conversion "
+                                                    "(PQAT/CQAT/PCQAT keep pruning and clustering).")
 @click.option("--qat-epochs", type=int, help="QAT fine-tuning epochs.")
 @click.option("--io-dtype", type=click.Choice(["uint8", "int8"]), help="Input/output type of the int8 models.")
+@click.option("--ptq-mode", "ptq_modes", multiple=True, type=click.Choice(PTQ_MODES),
+              help="Extra post-training conversion for CPU/GPU targets; repeatable.")
+@click.option("--quant-debug", is_flag=True, default=None, help="Per-layer int8 error report (quant_debug.json).")
+@click.option("--selective-float", type=int, help="Keep this many worst layers in float (model_selective_int8.tflite).")
 @click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS),
               help="Deployment target(s) to check/prepare for; repeatable.")
 @click.option("--allow-cpu-ops", is_flag=True, default=None, help="Let the edgetpu target pass with ops left on the CPU.")
@@ -73,6 +97,7 @@ def run(config_path, out, restart, quiet, as_json, targets, **flags):
     _setup_logging(quiet)
     if targets:
         flags["targets"] = list(targets)
+    flags["ptq_modes"] = list(flags["ptq_modes"]) or None
     config = load_config(config_path, flags)
     state = run_pipeline(config, out, restart=restart)
     from pipeline.report import summary_rows, target_lines
@@ -109,23 +134,50 @@ def _save(model, out: Path) -> None:
 
 @click.command()
 @_model_options
+@_distill_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to save the Keras model (.h5 or .keras).")
 @json_option
 def train(out, as_json, **flags):
-    """Train the float Keras model alone and save it."""
+    """Train the float Keras model alone (from a teacher with --teacher) and save it."""
     from keras_models import build_model
     from pipeline.config import load_config
     from pipeline.train import FitSettings, fit, keras_accuracy, recalibrate_batchnorm
 
     _setup_logging()
     c = load_config(None, flags)
+    distill = _load_teacher(c)
     tr, val = _load_split(c.data, c.input_size, c.validation_split, c.seed)
     model = build_model(c.model, c.input_size, classes=len(tr.class_names), weights=c.weights, **c.model_knobs())
-    fit(model, tr, val, FitSettings(c.epochs, c.learning_rate, c.batch_size, c.weight_decay, c.label_smoothing,
-                                    flip=c.flip and mirror_safe(c.data), seed=c.seed))
-    recalibrate_batchnorm(model, tr)
+    settings = FitSettings(c.epochs, c.learning_rate, c.batch_size, c.weight_decay, c.label_smoothing, c.augment,
+                           flip=c.flip and mirror_safe(c.data), seed=c.seed)
+    fit(model, tr, val, settings, distill=distill)
+    recalibrate_batchnorm(model, tr, settings)
     _save(model, out)
     emit({"model": str(out), "accuracy": keras_accuracy(model, val), "n": len(val)}, as_json, lambda d: f"saved {d['model']} (validation accuracy {d['accuracy']:.2%})")
+
+
+def _load_teacher(c):
+    """The saved teacher model of ``--teacher`` as a Distillation, or None."""
+    from pipeline.convert import load_keras_model
+    from pipeline.train import Distillation
+
+    if c.teacher is None:
+        return None
+    if c.teacher_is_zoo_net:
+        raise PipelineError(f"--teacher {c.teacher}: give a saved Keras model here (train it with `tflpipe train`); "
+                            "zoo-net teachers are trained by `tflpipe run`")
+    return Distillation(load_keras_model(c.teacher), c.kd_temperature, c.kd_alpha)
+
+
+def _fine_tuning(model_path: Path, data: str, epochs: int, learning_rate: float):
+    """What a verb that fine-tunes a saved model needs: the model, its data split and the fit settings."""
+    from pipeline.convert import load_keras_model
+    from pipeline.train import FitSettings
+
+    _setup_logging()
+    model = load_keras_model(model_path)
+    train_set, val = _load_split(data, model.input_shape[1], 0.1, 0)
+    return model, train_set, val, FitSettings(epochs, learning_rate, weight_decay=0.0, flip=mirror_safe(data))
 
 
 def _data_option(func):
@@ -136,20 +188,19 @@ def _data_option(func):
 @click.argument("model_path", type=_existing_any)
 @_data_option
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Target weight sparsity.")
+@click.option("--pattern", default="unstructured", show_default=True,
+              help="unstructured, m:n structured such as 2:4, or xnnpack (1x1 convs, sparse-inference layout).")
 @click.option("--epochs", type=int, default=2, show_default=True, help="Fine-tuning epochs while pruning.")
 @click.option("--learning-rate", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to save the pruned model.")
 @json_option
-def prune(model_path, data, sparsity, epochs, learning_rate, out, as_json):
+def prune(model_path, data, sparsity, pattern, epochs, learning_rate, out, as_json):
     """Magnitude-prune a Keras model to a target sparsity (PolynomialDecay), then strip the wrappers."""
-    from pipeline.convert import load_keras_model
     from pipeline.prune import measured_sparsity, prune as prune_model
-    from pipeline.train import FitSettings, keras_accuracy
+    from pipeline.train import keras_accuracy
 
-    _setup_logging()
-    model = load_keras_model(model_path)
-    tr, val = _load_split(data, model.input_shape[1], 0.1, 0)
-    pruned = prune_model(model, tr, val, sparsity, FitSettings(epochs, learning_rate, weight_decay=0.0, flip=mirror_safe(data)))
+    model, tr, val, settings = _fine_tuning(model_path, data, epochs, learning_rate)
+    pruned = prune_model(model, tr, val, sparsity, settings, pattern)
     _save(pruned, out)
     emit({"model": str(out), "accuracy": keras_accuracy(pruned, val), **measured_sparsity(pruned)}, as_json,
          lambda d: f"saved {d['model']} (sparsity {d['sparsity']:.1%}, validation accuracy {d['accuracy']:.2%})")
@@ -162,50 +213,127 @@ def prune(model_path, data, sparsity, epochs, learning_rate, out, as_json):
 @click.option("--learning-rate", type=float, default=0.002, show_default=True, help="QAT learning rate.")
 @click.option("--preserve-sparsity/--no-preserve-sparsity", default=None,
               help="Pruning-preserving QAT; default: on when the model has zeroed weights.")
+@click.option("--preserve-clusters/--no-preserve-clusters", default=None,
+              help="Cluster-preserving QAT; default: on when every kernel has at most 256 distinct values.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to save the QAT model.")
 @json_option
-def qat(model_path, data, epochs, learning_rate, preserve_sparsity, out, as_json):
-    """Quantization-aware training of a Keras model (PQAT when it is pruned)."""
-    from pipeline.convert import load_keras_model
+def qat(model_path, data, epochs, learning_rate, preserve_sparsity, preserve_clusters, out, as_json):
+    """Quantization-aware training of a Keras model (PQAT, CQAT or PCQAT when it is pruned and/or clustered)."""
+    from pipeline.cluster import keras_unique_values
     from pipeline.prune import measured_sparsity
-    from pipeline.qat import qat as qat_model
-    from pipeline.train import FitSettings, keras_accuracy
+    from pipeline.qat import SCHEMES, qat as qat_model
+    from pipeline.train import keras_accuracy
 
-    _setup_logging()
-    model = load_keras_model(model_path)
+    model, tr, val, settings = _fine_tuning(model_path, data, epochs, learning_rate)
     if preserve_sparsity is None:
         preserve_sparsity = measured_sparsity(model)["sparsity"] > 0.05
-    tr, val = _load_split(data, model.input_shape[1], 0.1, 0)
-    wrapped = qat_model(model, tr, val, FitSettings(epochs, learning_rate, weight_decay=0.0, flip=mirror_safe(data)), preserve_sparsity)
+    if preserve_clusters is None:
+        preserve_clusters = max(keras_unique_values(model).values(), default=257) <= 256
+    wrapped = qat_model(model, tr, val, settings, preserve_sparsity, preserve_clusters)
     _save(wrapped, out)
-    emit({"model": str(out), "accuracy": keras_accuracy(wrapped, val), "preserve_sparsity": preserve_sparsity}, as_json,
-         lambda d: f"saved {d['model']} (validation accuracy {d['accuracy']:.2%})")
+    emit({"model": str(out), "accuracy": keras_accuracy(wrapped, val), "scheme": SCHEMES[preserve_sparsity, preserve_clusters],
+          "preserve_sparsity": preserve_sparsity, "preserve_clusters": preserve_clusters},
+         as_json, lambda d: f"saved {d['model']} ({d['scheme']}, validation accuracy {d['accuracy']:.2%})")
 
 
 @click.command()
 @click.argument("model_path", type=_existing_any)
-@click.option("--mode", type=click.Choice(["float32", "ptq_int8", "qat_int8"]), default="ptq_int8", show_default=True,
-              help="float32, post-training int8, or int8 from a QAT model.")
+@_data_option
+@click.option("--clusters", type=int, default=16, show_default=True, help="Distinct weight values per layer.")
+@click.option("--init", "centroid_init", type=click.Choice(CENTROID_INITS), default="kmeans++", show_default=True,
+              help="Centroid initialization.")
+@click.option("--epochs", type=int, default=1, show_default=True, help="Fine-tuning epochs while clustering.")
+@click.option("--learning-rate", type=float, default=0.002, show_default=True, help="Fine-tuning learning rate.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to save the clustered model.")
+@json_option
+def cluster(model_path, data, clusters, centroid_init, epochs, learning_rate, out, as_json):
+    """Cluster a Keras model's weights (weight sharing), fine-tune, strip; keeps the zeros of a pruned model."""
+    from pipeline.cluster import cluster as cluster_model, keras_unique_values
+    from pipeline.prune import measured_sparsity
+    from pipeline.train import keras_accuracy
+
+    model, tr, val, settings = _fine_tuning(model_path, data, epochs, learning_rate)
+    sparse = measured_sparsity(model)["sparsity"] > 0.05
+    clustered = cluster_model(model, tr, val, clusters, settings, centroid_init, preserve_sparsity=sparse)
+    _save(clustered, out)
+    emit({"model": str(out), "accuracy": keras_accuracy(clustered, val), "preserve_sparsity": sparse,
+          "unique_values": keras_unique_values(clustered)}, as_json,
+         lambda d: f"saved {d['model']} (at most {max(d['unique_values'].values())} distinct weights per layer, "
+                   f"validation accuracy {d['accuracy']:.2%})")
+
+
+@click.command()
+@click.argument("model_path", type=_existing_any)
+@click.option("--mode", type=click.Choice(CONVERT_MODES), default="ptq_int8", show_default=True,
+              help="float32, post-training int8, int8 from a QAT model, or a CPU/GPU mode: dynamic-range int8, "
+                   "float16, int16x8 (int16 activations), sparse_float32 (pruned weights stored sparse).")
 @click.option("--representative-data", help="Image folder (or builtin:digits) for int8 calibration.")
 @click.option("--io-dtype", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True, help="Integer input/output type.")
+@click.option("--qat-base", type=_existing_any,
+              help="For a CQAT/PCQAT model: the clustered float model it was trained from (TF-MOT cannot reload it alone).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .tflite path.")
 @json_option
-def convert(model_path, mode, representative_data, io_dtype, out, as_json):
-    """Convert a .keras/.h5/SavedModel to TFLite (float32, PTQ int8 or QAT int8)."""
-    from pipeline.convert import convert as convert_model, float_ops, load_keras_model
+def convert(model_path, mode, representative_data, io_dtype, qat_base, out, as_json):
+    """Convert a .keras/.h5/SavedModel to TFLite (float32, PTQ/QAT int8, or another post-training mode)."""
+    from pipeline.convert import CALIBRATED_MODES, FULL_INT8_MODES, convert as convert_model, float_ops, load_keras_model
     from pipeline.fsutil import write_bytes
 
-    model = load_keras_model(model_path)
+    if qat_base is not None:
+        from pipeline.prune import measured_sparsity
+        from pipeline.qat import load_qat
+
+        base = load_keras_model(qat_base)
+        model = load_qat(model_path, base, measured_sparsity(base)["sparsity"] > 0.05, True)
+    else:
+        model = load_keras_model(model_path)
     images = None
-    if mode != "float32":
+    if mode in CALIBRATED_MODES:
         if not representative_data:
             raise click.UsageError(f"--mode {mode} needs --representative-data")
         images = load_dataset(representative_data, model.input_shape[1]).images
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(out, convert_model(model, mode, images, io_dtype))
     result = {"model": str(out), "mode": mode, "size_bytes": out.stat().st_size,
-              "float_ops": float_ops(out) if mode != "float32" else []}
+              "float_ops": float_ops(out) if mode in FULL_INT8_MODES else []}
     emit(result, as_json, lambda d: f"wrote {d['model']} ({d['size_bytes']:,} bytes, {d['mode']})")
+
+
+@click.command("quant-debug")
+@click.argument("model_path", type=_existing_any)
+@click.option("--representative-data", required=True, help="Image folder (or builtin:digits) to calibrate and compare on.")
+@click.option("--top", type=int, default=10, show_default=True, help="How many of the worst layers to print.")
+@click.option("--selective-float", type=int, default=0, show_default=True,
+              help="Write an int8 model keeping this many worst layers in float (needs --out).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the selective int8 .tflite.")
+@json_option
+def quant_debug(model_path, representative_data, top, selective_float, out, as_json):
+    """Per-layer int8 error of a Keras model (QuantizationDebugger), worst first; optionally selective int8."""
+    from pipeline.convert import float_ops, load_keras_model
+    from pipeline.fsutil import write_bytes
+    from pipeline.quant_debug import EDGETPU_NOTE, layer_errors, selective_quantize
+
+    if selective_float and out is None:
+        raise click.UsageError("--selective-float needs --out for the selective int8 model")
+    model = load_keras_model(model_path)
+    images = load_dataset(representative_data, model.input_shape[1]).images
+    rows = layer_errors(model, images)
+    result: dict = {"layers": rows}
+    if selective_float:
+        kept = rows[:selective_float]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(out, selective_quantize(model, images, [r["tensor"] for r in kept]))
+        result["selective"] = {"model": str(out), "float_layers": [r["layer"] for r in kept], "float_ops": float_ops(out),
+                               "edgetpu": EDGETPU_NOTE}
+
+    def text(d: dict) -> str:
+        lines = [f"{'layer':32} {'op':18} {'RMSE/scale':>10}"]
+        lines += [f"{r['layer'][:32]:32} {r['op'][:18]:18} {r['rmse_over_scale']:>10.3f}" for r in d["layers"][:top]]
+        if "selective" in d:
+            lines.append(f"wrote {d['selective']['model']}: {', '.join(d['selective']['float_layers'])} kept in float; "
+                         f"it {d['selective']['edgetpu']}")
+        return "\n".join(lines)
+
+    emit(result, as_json, text)
 
 
 @click.command()
@@ -292,4 +420,4 @@ def predict(model_path, images, top_k, threads, as_json):
     emit({"predictions": results}, as_json, text)
 
 
-COMMANDS = [run, train, prune, qat, convert, metadata, inspect, evaluate, benchmark, predict]
+COMMANDS = [run, train, prune, cluster, qat, convert, quant_debug, metadata, inspect, evaluate, benchmark, predict]

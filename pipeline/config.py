@@ -13,8 +13,23 @@ from pipeline.errors import PipelineError
 from pipeline.nnapi import MAX_API, MIN_API
 
 TARGETS = ("edgetpu", "nnapi", "android")
+PTQ_MODES = ("dynamic", "float16", "int16x8")
+CONVERT_MODES = ("float32", "ptq_int8", "qat_int8", *PTQ_MODES, "sparse_float32")  # see pipeline.convert
+CENTROID_INITS = ("kmeans++", "linear", "density", "random")  # TF-MOT's clustering centroid initializations
 # Settings of the deployment-target stages, which run after the models exist: changing them resumes a run.
 TARGET_SETTINGS = ("targets", "allow_cpu_ops", "nnapi_api_level")
+# Settings that change only the converted files: changing them redoes conversion onwards, not training.
+CONVERSION_SETTINGS = ("io_dtype", "ptq_modes", "quant_debug", "selective_float", "benchmark_runs")
+
+
+def parse_pattern(pattern: str) -> tuple[int, int] | str:
+    """``"unstructured"``/``"xnnpack"`` as they are, ``"2:4"`` as the tuple (2, 4); anything else is an error."""
+    if pattern in ("unstructured", "xnnpack"):
+        return pattern
+    m, sep, n = pattern.partition(":")
+    if sep and m.isdigit() and n.isdigit() and 0 < int(m) < int(n):
+        return int(m), int(n)
+    raise PipelineError(f"unknown prune pattern {pattern!r}; use unstructured, xnnpack or m:n such as 2:4")
 
 
 @dataclass
@@ -38,10 +53,23 @@ class RunConfig:
     prune_sparsity: float = 0.5  # 0 skips pruning
     prune_epochs: int = 2
     prune_learning_rate: float = 0.01
+    prune_pattern: str = "unstructured"  # or "m:n" (e.g. "2:4") or "xnnpack" (1x1 convs, sparse-inference layout)
+    cluster: int = 0  # weight clusters per layer (Deep Compression weight sharing); 0 skips clustering
+    cluster_init: str = "kmeans++"  # centroid initialization: kmeans++, linear, density, random
+    cluster_epochs: int = 1
+    cluster_learning_rate: float = 0.002
+    teacher: str | None = None  # distillation teacher: a zoo net name (trained first) or a saved Keras model
+    teacher_alpha: float | None = None  # width of a zoo teacher (None: the net's default)
+    teacher_epochs: int | None = None  # training epochs of a zoo teacher (None: same as --epochs)
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9  # weight of the teacher's softened targets against the labels
     qat: bool = True
     qat_epochs: int = 1
     qat_learning_rate: float = 0.002
     io_dtype: str = "uint8"
+    ptq_modes: list[str] = field(default_factory=list)  # extra post-training conversions: dynamic, float16, int16x8
+    quant_debug: bool = False  # per-layer int8 error report (QuantizationDebugger)
+    selective_float: int = 0  # keep this many of the worst layers in float (CPU/GPU model; implies quant_debug)
     targets: list[str] = field(default_factory=list)
     allow_cpu_ops: bool = False  # let the edgetpu target pass with ops left on the CPU
     nnapi_api_level: int = 30  # Android API level the nnapi target checks against (27-34)
@@ -58,6 +86,12 @@ class RunConfig:
             (0.0 < self.validation_split < 1.0, f"validation_split must be in (0, 1), got {self.validation_split}"),
             (self.io_dtype in ("uint8", "int8"), f"--io-dtype must be uint8 or int8, got {self.io_dtype}"),
             (self.prune_sparsity == 0 or self.prune_epochs > 0, "pruning needs --prune-epochs > 0"),
+            (2 <= self.cluster <= 256 or self.cluster == 0, f"--cluster must be 0 (off) or 2-256, got {self.cluster}"),
+            (self.cluster_init in CENTROID_INITS,
+             f"--cluster-init must be one of {', '.join(CENTROID_INITS)}, got {self.cluster_init}"),
+            (self.kd_temperature > 0, f"--kd-temperature must be positive, got {self.kd_temperature}"),
+            (0.0 <= self.kd_alpha <= 1.0, f"--kd-alpha must be in [0, 1], got {self.kd_alpha}"),
+            (self.selective_float >= 0, f"--selective-float cannot be negative, got {self.selective_float}"),
             (MIN_API <= self.nnapi_api_level <= MAX_API,
              f"--nnapi-api-level must be between {MIN_API} and {MAX_API}, got {self.nnapi_api_level}"),
         ]
@@ -67,7 +101,24 @@ class RunConfig:
         unknown = sorted(set(self.targets) - set(TARGETS))
         if unknown:
             raise PipelineError(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+        unknown = sorted(set(self.ptq_modes) - set(PTQ_MODES))
+        if unknown:
+            raise PipelineError(f"unknown PTQ mode(s) {', '.join(unknown)}; choose from {', '.join(PTQ_MODES)}")
+        parse_pattern(self.prune_pattern)
         return self
+
+    @property
+    def pruned(self) -> bool:
+        return self.prune_sparsity > 0
+
+    @property
+    def debug_quantization(self) -> bool:
+        return self.quant_debug or self.selective_float > 0
+
+    @property
+    def teacher_is_zoo_net(self) -> bool:
+        """A teacher named by zoo net (trained in the run) rather than by a saved model file."""
+        return self.teacher is not None and not Path(self.teacher).suffix and not Path(self.teacher).is_dir()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,7 +1,12 @@
-"""Stage 4: Keras model to TFLite: float32, post-training int8 (PTQ) or int8 from a QAT model.
+"""Stage 4: Keras model to TFLite: float32, post-training int8 (PTQ) or int8 from a QAT model,
+and the other post-training modes for CPU/GPU targets.
 
 Full-integer conversion restricts the converter to int8 builtin kernels, so a layer that cannot be
-quantized fails the conversion loudly instead of leaving a float op behind.
+quantized fails the conversion loudly instead of leaving a float op behind. The other modes keep
+float input/output and (some) float math, so they suit CPUs and GPUs but not the Edge TPU:
+``dynamic`` (int8 weights, float activations), ``float16`` (half-size weights, GPU-friendly),
+``int16x8`` (int16 activations with int8 weights, for accuracy-sensitive nets) and
+``sparse_float32`` (float32 with pruned weights stored sparse, for XNNPACK's sparse inference).
 """
 from __future__ import annotations
 
@@ -10,11 +15,14 @@ from typing import Iterator
 
 import numpy as np
 
+from pipeline.config import CONVERT_MODES
 from pipeline.data import normalize
 from pipeline.errors import PipelineError
 from pipeline.tf_env import keras, tf
 
-MODES = ("float32", "ptq_int8", "qat_int8")
+MODES = CONVERT_MODES
+FULL_INT8_MODES = ("ptq_int8", "qat_int8")
+CALIBRATED_MODES = (*FULL_INT8_MODES, "int16x8")
 IO_DTYPES = ("uint8", "int8")
 
 
@@ -31,7 +39,11 @@ def load_keras_model(path: str | Path) -> keras.Model:
         with tfmot.quantization.keras.quantize_scope(custom_objects()):
             return keras.models.load_model(path, compile=False)
     except (OSError, ValueError, TypeError) as exc:
-        raise PipelineError(f"cannot load Keras model {path}: {str(exc).splitlines()[0]}") from None
+        reason = str(exc).splitlines()[0]
+        if "Weight count mismatch" in reason and "quant_" in reason:
+            reason = ("it looks like a cluster-preserving QAT (CQAT/PCQAT) model, which TF-MOT cannot rebuild from "
+                      "a file; pass the clustered float model it came from with --qat-base")
+        raise PipelineError(f"cannot load Keras model {path}: {reason}") from None
 
 
 def representative_dataset(images: np.ndarray, count: int = 200) -> callable:
@@ -53,29 +65,44 @@ def convert(
 ) -> bytes:
     """Return the flatbuffer of ``model`` converted in ``mode`` (see MODES).
 
-    ``calibration_images`` (uint8, N x H x W x 3) are required for ``ptq_int8`` and used for
-    ``qat_int8`` too; ``io_dtype`` is the integer models' input/output type.
+    ``calibration_images`` (uint8, N x H x W x 3) are required for the calibrated modes
+    (``CALIBRATED_MODES``); ``io_dtype`` is the full-int8 models' input/output type.
     """
     if mode not in MODES:
         raise PipelineError(f"unknown conversion mode {mode!r}; choose one of {', '.join(MODES)}")
     if io_dtype not in IO_DTYPES:
         raise PipelineError(f"integer I/O type must be one of {', '.join(IO_DTYPES)}, got {io_dtype!r}")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if mode != "float32":
-        if calibration_images is None or not len(calibration_images):
-            raise PipelineError(f"{mode} conversion needs representative images (--representative-data)")
-        expected = tuple(model.input_shape[1:3])
-        if tuple(calibration_images.shape[1:3]) != expected:
-            raise PipelineError(
-                f"representative images are {calibration_images.shape[1]}x{calibration_images.shape[2]} "
-                f"but the model takes {expected[0]}x{expected[1]}"
-            )
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode in CALIBRATED_MODES:
+        check_calibration_images(model, calibration_images, mode)
         converter.representative_dataset = representative_dataset(calibration_images)
+    if mode == "sparse_float32":
+        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    elif mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "int16x8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    elif mode in FULL_INT8_MODES:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         dtype = tf.uint8 if io_dtype == "uint8" else tf.int8
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
+    return run_converter(converter, mode)
+
+
+def check_calibration_images(model: keras.Model, images: np.ndarray | None, mode: str) -> None:
+    if images is None or not len(images):
+        raise PipelineError(f"{mode} conversion needs representative images (--representative-data)")
+    expected = tuple(model.input_shape[1:3])
+    if tuple(images.shape[1:3]) != expected:
+        raise PipelineError(f"representative images are {images.shape[1]}x{images.shape[2]} "
+                            f"but the model takes {expected[0]}x{expected[1]}")
+
+
+def run_converter(converter, mode: str) -> bytes:
+    """The converter's flatbuffer, or its first error line as a PipelineError."""
     try:
         return converter.convert()
     except Exception as exc:  # the converter raises ConverterError and assorted internals

@@ -2,6 +2,10 @@
 
 Sparsity ramps from 0 to the target along a PolynomialDecay schedule over the fine-tuning steps
 (Zhu & Gupta, 2017, "To prune, or not to prune"), so the net recovers as weights are removed.
+Three patterns (``PATTERNS``): unstructured (any weight may go), m:n structured (m zeros in every n
+consecutive input-channel weights, e.g. 2:4 for sparse tensor cores) and ``xnnpack``: only 1x1
+convolutions, via TF-MOT's ``PruneForLatencyOnXNNPack`` policy, so that XNNPACK's sparse inference
+(Elsen et al., 2019, "Fast Sparse ConvNets") can run the float model.
 """
 from __future__ import annotations
 
@@ -11,10 +15,12 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from pipeline.data import ImageSet
+from pipeline.config import parse_pattern
 from pipeline.errors import PipelineError
 from pipeline.tf_env import keras
-from pipeline.train import FitSettings, fit, recalibrate_batchnorm
+from pipeline.train import Distillation, FitSettings, fit, recalibrate_batchnorm
 
+XNNPACK_MIN_SPARSITY = 2 / 3  # XNNPACK runs a subgraph sparse only when 2/3 of its 1x1 weights are zero
 
 
 def _prunable(layer: keras.layers.Layer) -> bool:
@@ -24,10 +30,22 @@ def _prunable(layer: keras.layers.Layer) -> bool:
     )
 
 
-def prune(model: keras.Model, train: ImageSet, val: ImageSet | None, target_sparsity: float, settings: FitSettings) -> keras.Model:
-    """Fine-tune ``model`` while pruning it to ``target_sparsity``; returns the stripped (plain Keras) model."""
+def prune(model: keras.Model, train: ImageSet, val: ImageSet | None, target_sparsity: float, settings: FitSettings,
+          pattern: str = "unstructured", distill: Distillation | None = None) -> keras.Model:
+    """Fine-tune ``model`` while pruning it to ``target_sparsity`` in ``pattern``; returns the stripped model.
+
+    An m:n pattern fixes the sparsity at m/n (``target_sparsity`` is ignored) and skips layers whose
+    input channels are not a multiple of n (the RGB stem). With ``distill``, a teacher guides the
+    fine-tuning.
+    """
+    kind = parse_pattern(pattern)
+    if isinstance(kind, tuple):
+        target_sparsity = kind[0] / kind[1]
     if not 0.0 < target_sparsity < 1.0:
         raise PipelineError(f"prune sparsity must be between 0 and 1 (exclusive), got {target_sparsity}")
+    if kind == "xnnpack" and target_sparsity < XNNPACK_MIN_SPARSITY:
+        raise PipelineError(f"XNNPACK's sparse inference needs at least 2/3 of the 1x1 weights zero; "
+                            f"use --prune-sparsity 0.67 or more (got {target_sparsity:g})")
     steps = max(1, settings.epochs * math.ceil(len(train) / settings.batch_size))
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0,
@@ -37,17 +55,33 @@ def prune(model: keras.Model, train: ImageSet, val: ImageSet | None, target_spar
         frequency=max(1, steps // 50),
     )
 
-    def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if _prunable(layer):
-            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
-        return layer
+    if kind == "xnnpack":
+        wrapped = _wrap_for_xnnpack(model, schedule)
+    else:
+        m_by_n = kind if isinstance(kind, tuple) else None
 
-    # The clone reuses (wraps) the trained layers themselves, so their weights carry over.
-    wrapped = keras.models.clone_model(model, clone_function=annotate)
-    fit(wrapped, train, val, settings, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+        def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
+            if _prunable(layer) and (m_by_n is None or layer.get_weights()[0].shape[-2] % m_by_n[1] == 0):
+                return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule, sparsity_m_by_n=m_by_n)
+            return layer
+
+        # The clone reuses (wraps) the trained layers themselves, so their weights carry over.
+        wrapped = keras.models.clone_model(model, clone_function=annotate)
+    fit(wrapped, train, val, settings, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], distill=distill)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
-    recalibrate_batchnorm(stripped, train)
+    recalibrate_batchnorm(stripped, train, settings)
     return stripped
+
+
+def _wrap_for_xnnpack(model: keras.Model, schedule) -> keras.Model:
+    """Whole-model pruning under ``PruneForLatencyOnXNNPack``, which checks the sparse-inference layout."""
+    try:
+        return tfmot.sparsity.keras.prune_low_magnitude(
+            model, pruning_schedule=schedule, pruning_policy=tfmot.sparsity.keras.PruneForLatencyOnXNNPack())
+    except ValueError as exc:
+        raise PipelineError(
+            f"{model.name} does not suit XNNPACK sparse inference ({str(exc).splitlines()[0]}); build it with "
+            "model_args {explicit_padding: true} (MobileNet v1) or use --prune-pattern unstructured") from None
 
 
 def measured_sparsity(model: keras.Model) -> dict:

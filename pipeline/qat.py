@@ -1,8 +1,8 @@
 """Stage 3: quantization-aware training with TF-MOT.
 
-When the model was pruned, the pruning-preserving scheme (PQAT,
-``Default8BitPrunePreserveQuantizeScheme``) keeps zeroed weights at zero through QAT, so the int8
-file keeps the sparsity (and its gzip savings).
+The collaborative-optimization schemes keep earlier compression through QAT, so the int8 file
+keeps it (and its gzip savings): a pruned model gets PQAT (zeroed weights stay zero), a clustered
+one CQAT (weights stay on their shared centroids), a pruned and clustered one PCQAT (both).
 """
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import tensorflow_model_optimization as tfmot
 from pipeline.data import ImageSet
 from pipeline.errors import PipelineError
 from pipeline.tf_env import keras
-from pipeline.train import FitSettings, fit
+from pipeline.train import Distillation, FitSettings, fit
+
+SCHEMES = {(False, False): "QAT", (True, False): "PQAT", (False, True): "CQAT", (True, True): "PCQAT"}
 
 
 def custom_objects() -> dict:
@@ -22,23 +24,48 @@ def custom_objects() -> dict:
     return dict(getter()) if getter else {}
 
 
-def quantize(model: keras.Model, preserve_sparsity: bool = False) -> keras.Model:
-    """Wrap ``model`` for QAT; unsupported layers raise an error naming the layer."""
+def _scheme(preserve_sparsity: bool, preserve_clusters: bool):
+    combine = tfmot.experimental.combine
+    if preserve_clusters:
+        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=preserve_sparsity)
+    if preserve_sparsity:
+        return combine.Default8BitPrunePreserveQuantizeScheme()
+    return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+
+
+def quantize(model: keras.Model, preserve_sparsity: bool = False, preserve_clusters: bool = False) -> keras.Model:
+    """Wrap ``model`` for QAT (see ``SCHEMES``); unsupported layers raise an error naming the layer."""
     quant = tfmot.quantization.keras
     try:
         with quant.quantize_scope(custom_objects()):
             annotated = quant.quantize_annotate_model(model)
-            if preserve_sparsity:
-                scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
-                return quant.quantize_apply(annotated, scheme)
-            return quant.quantize_apply(annotated)
+            return quant.quantize_apply(annotated, _scheme(preserve_sparsity, preserve_clusters))
     except (RuntimeError, ValueError) as exc:
         raise PipelineError(f"TF-MOT cannot quantize this model: {exc}".splitlines()[0]) from None
 
 
-def qat(model: keras.Model, train: ImageSet, val: ImageSet | None, settings: FitSettings, preserve_sparsity: bool) -> keras.Model:
-    """Quantization-aware fine-tuning; returns the QAT-wrapped model (the converter reads its ranges)."""
-    wrapped = quantize(model, preserve_sparsity)
+def qat(model: keras.Model, train: ImageSet, val: ImageSet | None, settings: FitSettings, preserve_sparsity: bool,
+        preserve_clusters: bool = False, distill: Distillation | None = None) -> keras.Model:
+    """Quantization-aware fine-tuning (with a teacher's targets as the loss, given ``distill``).
+
+    Returns the QAT-wrapped model; the converter reads its ranges.
+    """
+    wrapped = quantize(model, preserve_sparsity, preserve_clusters)
     if settings.epochs > 0:
-        fit(wrapped, train, val, settings)
+        fit(wrapped, train, val, settings, distill=distill)
+    return wrapped
+
+
+def load_qat(path, base: keras.Model, preserve_sparsity: bool, preserve_clusters: bool) -> keras.Model:
+    """Rebuild a QAT model saved by ``qat`` from its float ``base`` and load its weights.
+
+    TF-MOT serializes cluster-preserving (CQAT/PCQAT) layers as plain QAT layers, so ``load_model``
+    cannot rebuild them; wrapping the base again with the same scheme restores every variable.
+    """
+    wrapped = quantize(base, preserve_sparsity, preserve_clusters)
+    try:
+        wrapped.load_weights(path)
+    except ValueError as exc:
+        raise PipelineError(f"{path} does not hold the weights of {SCHEMES[preserve_sparsity, preserve_clusters]} "
+                            f"on this base model: {str(exc).splitlines()[0]}") from None
     return wrapped

@@ -7,12 +7,19 @@ from pipeline.config import RunConfig
 from pipeline.fsutil import atomic_path, write_json, write_text
 
 STAGE_TITLES = {
+    "keras_teacher": "Keras teacher",
     "keras_float": "Keras float",
     "keras_pruned": "Keras pruned",
+    "keras_clustered": "Keras clustered",
     "keras_qat": "Keras QAT",
     "tflite_float32": "TFLite float32",
     "tflite_ptq_int8": "TFLite PTQ int8 (dense)",
     "tflite_pruned_ptq_int8": "TFLite PTQ int8 (pruned)",
+    "tflite_sparse_float32": "TFLite float32 (sparse)",
+    "tflite_dynamic": "TFLite dynamic-range int8",
+    "tflite_float16": "TFLite float16",
+    "tflite_int16x8": "TFLite 16x8 (int16 act.)",
+    "tflite_selective_int8": "TFLite selective int8",
     "tflite_int8": "TFLite int8 (deployable)",
 }
 
@@ -88,8 +95,7 @@ def _markdown(config: RunConfig, state: dict, rows: list[dict]) -> str:
             f"| {r['title']} | {r['accuracy']:.2%} | {_fmt(r.get('size_bytes'), '{:,}')} | {_fmt(r.get('gzip_bytes'), '{:,}')} | "
             f"{_fmt(r.get('weight_sparsity'), '{:.1%}')} | {_fmt(r.get('latency_ms_1t'), '{:.2f}')} | {_fmt(r.get('latency_ms_2t'), '{:.2f}')} |"
         )
-    if "prune" in results:
-        lines += ["", f"Measured sparsity of the pruned Keras kernels: {results['prune']['sparsity']:.1%}."]
+    lines += _compression_lines(results)
     targets = target_lines(state)
     if targets:
         lines += ["", "## Deployment targets", ""] + [f"- {t}" if not t.startswith("  ") else f"  - {t.strip()}" for t in targets]
@@ -98,6 +104,36 @@ def _markdown(config: RunConfig, state: dict, rows: list[dict]) -> str:
     timings = ", ".join(f"{name} {results[name]['seconds']:.0f} s" for name in state.get("done", []) if name in results)
     lines += ["", f"Stage times: {timings}.", "", "![accuracy vs size vs latency](report.png)", ""]
     return "\n".join(lines)
+
+
+def _compression_lines(results: dict) -> list[str]:
+    """What pruning, distillation, clustering and the quantization debugger did, in words and small tables."""
+    lines: list[str] = []
+    if "prune" in results:
+        r = results["prune"]
+        lines += ["", f"Measured sparsity of the pruned Keras kernels: {r['sparsity']:.1%} ({r.get('pattern', 'unstructured')})."]
+    if results.get("train", {}).get("distilled_from"):
+        teacher = results.get("teacher", {})
+        accuracy = f" ({teacher['keras_accuracy']:.2%})" if "keras_accuracy" in teacher else ""
+        lines += ["", f"Distilled from teacher {results['train']['distilled_from']}{accuracy} in every training stage."]
+    if "qat" in results and "scheme" in results["qat"]:
+        lines += ["", f"QAT scheme: {results['qat']['scheme']}."]
+    if "cluster" in results:
+        r = results["cluster"]
+        int8 = results.get("evaluate", {}).get("stages", {}).get("tflite_int8", {})
+        survived = f"; the int8 file has at most {int8['max_unique_per_channel']} distinct values per output channel" \
+            if "max_unique_per_channel" in int8 else ""
+        lines += ["", f"Clustering: {r['clusters']} clusters per layer ({r['init']} init){survived}.", "",
+                  "| layer | distinct Keras weights |", "|---|---:|"]
+        lines += [f"| {name} | {n} |" for name, n in r["unique_values"].items()]
+    if "quant_debug" in results:
+        r = results["quant_debug"]
+        lines += ["", f"Layers int8 hurts most (RMSE in quantization steps; all layers in `{r['file']}`):", ""]
+        lines += [f"- {w['layer']} ({w['op']}): {w['rmse_over_scale']:.3f}" for w in r["worst"]]
+        if "selective" in r:
+            sel = r["selective"]
+            lines += ["", f"Selective int8 `{sel['file']}` keeps {', '.join(sel['float_layers'])} in float: it {sel['edgetpu']}."]
+    return lines
 
 
 def _plot(target: Path, rows: list[dict]) -> None:

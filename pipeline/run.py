@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.config import TARGET_SETTINGS, RunConfig
+from pipeline.config import CONVERSION_SETTINGS, TARGET_SETTINGS, RunConfig
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_path, ensure_writable_dir, write_bytes, write_json, write_text
 
@@ -24,13 +24,20 @@ log = logging.getLogger("tflpipe")
 
 STATE_FILE = "state.json"
 LABELS_FILE = "labels.txt"
-KERAS_FILES = {"float": "float.h5", "pruned": "pruned.h5", "qat": "qat.h5"}
+KERAS_FILES = {"teacher": "teacher.h5", "float": "float.h5", "pruned": "pruned.h5", "clustered": "clustered.h5",
+               "qat": "qat.h5"}
 TFLITE_FILES = {
     "float32": "model_float32.tflite",
     "ptq_int8": "model_ptq_int8.tflite",
     "pruned_ptq_int8": "model_pruned_ptq_int8.tflite",
+    "sparse_float32": "model_sparse_float32.tflite",  # pruned float32 stored sparse (--prune-pattern xnnpack)
+    "dynamic": "model_dynamic.tflite",
+    "float16": "model_float16.tflite",
+    "int16x8": "model_int16x8.tflite",
+    "selective_int8": "model_selective_int8.tflite",  # int8 with the worst layers in float (--selective-float)
     "int8": "model_int8.tflite",  # the deployable file: int8 from QAT (or PTQ when QAT is off)
 }
+QUANT_DEBUG_FILE = "quant_debug.json"
 ANDROID_DIR = "android"
 
 
@@ -69,11 +76,32 @@ class RunContext:
     def load_keras(self, key: str):
         from pipeline.convert import load_keras_model
 
+        if key == "qat" and self.config.cluster:
+            from pipeline.qat import load_qat
+
+            return load_qat(self.path(KERAS_FILES[key]), self.load_keras("clustered"), self.pruned, True)
         return load_keras_model(self.path(KERAS_FILES[key]))
 
     @property
     def pruned(self) -> bool:
-        return self.config.prune_sparsity > 0
+        return self.config.pruned
+
+    @property
+    def compressed_float_key(self) -> str:
+        """The last float Keras model: clustered, else pruned, else the trained one."""
+        return "clustered" if self.config.cluster else "pruned" if self.pruned else "float"
+
+    @cached_property
+    def distillation(self):
+        """The teacher's guidance for every training stage, or None without --teacher."""
+        from pipeline.convert import load_keras_model
+        from pipeline.train import Distillation
+
+        c = self.config
+        if c.teacher is None:
+            return None
+        teacher = self.load_keras("teacher") if c.teacher_is_zoo_net else load_keras_model(c.teacher)
+        return Distillation(teacher, c.kd_temperature, c.kd_alpha)
 
 
 def _fit_settings(ctx: RunContext, epochs: int, lr: float, weight_decay: float, warmup: float = 0.0):
@@ -85,21 +113,36 @@ def _fit_settings(ctx: RunContext, epochs: int, lr: float, weight_decay: float, 
                        seed=c.seed)
 
 
-def stage_train(ctx: RunContext) -> dict:
+def _train_float(ctx: RunContext, name: str, knobs: dict, epochs: int, key: str, weights: str | None = None,
+                 distill=None) -> dict:
     from keras_models import build_model
     from pipeline.train import fit, keras_accuracy, recalibrate_batchnorm
 
     c = ctx.config
     train, val = ctx.datasets
+    model = build_model(name, c.input_size, classes=len(train.class_names), weights=weights, **knobs)
+    settings = _fit_settings(ctx, epochs, c.learning_rate, c.weight_decay, warmup=min(1.0, epochs / 5))
+    history = fit(model, train, val, settings, distill=distill)
+    recalibrate_batchnorm(model, train, settings)
+    ctx.save_keras(model, key)
+    return {"params": int(model.count_params()), "history": history, "keras_accuracy": keras_accuracy(model, val)}
+
+
+def stage_teacher(ctx: RunContext) -> dict:
+    """Train the zoo net named by --teacher on the run's data, to distill from."""
+    c = ctx.config
+    knobs = {"alpha": c.teacher_alpha} if c.teacher_alpha is not None else {}
+    return {"model": c.teacher, **_train_float(ctx, c.teacher, knobs, c.teacher_epochs or c.epochs, "teacher")}
+
+
+def stage_train(ctx: RunContext) -> dict:
+    c = ctx.config
     weights = c.weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise PipelineError(f"weights file not found: {weights}")
-    model = build_model(c.model, c.input_size, classes=len(train.class_names), weights=weights, **c.model_knobs())
-    write_text(ctx.path(LABELS_FILE), "\n".join(train.class_names) + "\n")
-    history = fit(model, train, val, _fit_settings(ctx, c.epochs, c.learning_rate, c.weight_decay, warmup=min(1.0, c.epochs / 5)))
-    recalibrate_batchnorm(model, train)
-    ctx.save_keras(model, "float")
-    return {"params": int(model.count_params()), "history": history, "keras_accuracy": keras_accuracy(model, val)}
+    write_text(ctx.path(LABELS_FILE), "\n".join(ctx.datasets[0].class_names) + "\n")
+    result = _train_float(ctx, c.model, c.model_knobs(), c.epochs, "float", weights, ctx.distillation)
+    return {**result, "distilled_from": c.teacher}
 
 
 def stage_prune(ctx: RunContext) -> dict:
@@ -108,32 +151,53 @@ def stage_prune(ctx: RunContext) -> dict:
 
     c = ctx.config
     train, val = ctx.datasets
-    model = prune(ctx.load_keras("float"), train, val, c.prune_sparsity, _fit_settings(ctx, c.prune_epochs, c.prune_learning_rate, 0.0))
+    model = prune(ctx.load_keras("float"), train, val, c.prune_sparsity,
+                  _fit_settings(ctx, c.prune_epochs, c.prune_learning_rate, 0.0), c.prune_pattern, ctx.distillation)
     ctx.save_keras(model, "pruned")
-    return {"keras_accuracy": keras_accuracy(model, val), **measured_sparsity(model)}
+    return {"keras_accuracy": keras_accuracy(model, val), "pattern": c.prune_pattern, **measured_sparsity(model)}
 
 
-def stage_qat(ctx: RunContext) -> dict:
-    from pipeline.qat import qat
+def stage_cluster(ctx: RunContext) -> dict:
+    from pipeline.cluster import cluster, keras_unique_values
+    from pipeline.prune import measured_sparsity
     from pipeline.train import keras_accuracy
 
     c = ctx.config
     train, val = ctx.datasets
-    source = ctx.load_keras("pruned" if ctx.pruned else "float")
-    model = qat(source, train, val, _fit_settings(ctx, c.qat_epochs, c.qat_learning_rate, 0.0), preserve_sparsity=ctx.pruned)
+    model = cluster(ctx.load_keras("pruned" if ctx.pruned else "float"), train, val, c.cluster,
+                    _fit_settings(ctx, c.cluster_epochs, c.cluster_learning_rate, 0.0), c.cluster_init,
+                    preserve_sparsity=ctx.pruned, distill=ctx.distillation)
+    ctx.save_keras(model, "clustered")
+    return {"keras_accuracy": keras_accuracy(model, val), "clusters": c.cluster, "init": c.cluster_init,
+            "unique_values": keras_unique_values(model), "sparsity": measured_sparsity(model)["sparsity"]}
+
+
+def stage_qat(ctx: RunContext) -> dict:
+    from pipeline.qat import SCHEMES, qat
+    from pipeline.train import keras_accuracy
+
+    c = ctx.config
+    train, val = ctx.datasets
+    clustered = bool(c.cluster)
+    model = qat(ctx.load_keras(ctx.compressed_float_key), train, val, _fit_settings(ctx, c.qat_epochs, c.qat_learning_rate, 0.0),
+                preserve_sparsity=ctx.pruned, preserve_clusters=clustered, distill=ctx.distillation)
     ctx.save_keras(model, "qat")
-    return {"keras_accuracy": keras_accuracy(model, val), "preserve_sparsity": ctx.pruned}
+    return {"keras_accuracy": keras_accuracy(model, val), "scheme": SCHEMES[ctx.pruned, clustered],
+            "preserve_sparsity": ctx.pruned, "distilled_from": c.teacher}
 
 
 def stage_convert(ctx: RunContext) -> dict:
-    from pipeline.convert import convert, float_ops
+    from pipeline.convert import FULL_INT8_MODES, convert, float_ops
 
     c = ctx.config
     train, _ = ctx.datasets
     jobs = [("float32", "float", "float32"), ("ptq_int8", "float", "ptq_int8")]
     if ctx.pruned:
         jobs.append(("pruned_ptq_int8", "pruned", "ptq_int8"))
-    jobs.append(("int8", "qat", "qat_int8") if c.qat else ("int8", "pruned" if ctx.pruned else "float", "ptq_int8"))
+    if ctx.pruned and c.prune_pattern == "xnnpack":
+        jobs.append(("sparse_float32", "pruned", "sparse_float32"))
+    jobs += [(mode, ctx.compressed_float_key, mode) for mode in c.ptq_modes]
+    jobs.append(("int8", "qat", "qat_int8") if c.qat else ("int8", ctx.compressed_float_key, "ptq_int8"))
     results = {}
     for key, source, mode in jobs:
         start = time.perf_counter()
@@ -141,11 +205,31 @@ def stage_convert(ctx: RunContext) -> dict:
         target = write_bytes(ctx.path(TFLITE_FILES[key]), data)
         results[key] = {"file": target.name, "mode": mode, "from": KERAS_FILES[source],
                         "seconds": round(time.perf_counter() - start, 1)}
-        if mode != "float32":
+        if mode in FULL_INT8_MODES:
             results[key]["float_ops"] = float_ops(target)
             if results[key]["float_ops"]:
                 log.warning("%s still has float ops: %s", target.name, ", ".join(results[key]["float_ops"]))
     return results
+
+
+def stage_quant_debug(ctx: RunContext) -> dict:
+    """Per-layer int8 error of the final float model; with --selective-float, an int8 file keeping the worst in float."""
+    from pipeline.convert import float_ops
+    from pipeline.quant_debug import EDGETPU_NOTE, layer_errors, selective_quantize
+
+    c = ctx.config
+    train, _ = ctx.datasets
+    model = ctx.load_keras(ctx.compressed_float_key)
+    rows = layer_errors(model, train.images)
+    write_json(ctx.path(QUANT_DEBUG_FILE), {"model": KERAS_FILES[ctx.compressed_float_key], "layers": rows})
+    result: dict = {"file": QUANT_DEBUG_FILE, "from": KERAS_FILES[ctx.compressed_float_key],
+                    "worst": [{k: r[k] for k in ("layer", "op", "rmse_over_scale")} for r in rows[:5]]}
+    if c.selective_float:
+        kept = rows[: c.selective_float]
+        target = write_bytes(ctx.path(TFLITE_FILES["selective_int8"]), selective_quantize(model, train.images, [r["tensor"] for r in kept]))
+        result["selective"] = {"file": target.name, "float_layers": [r["layer"] for r in kept],
+                               "float_ops": float_ops(target), "edgetpu": EDGETPU_NOTE}
+    return result
 
 
 def stage_metadata(ctx: RunContext) -> dict:
@@ -179,6 +263,11 @@ def stage_evaluate(ctx: RunContext) -> dict:
         entry = {"kind": "tflite", "file": name, **evaluate(path, val, threads=2, progress=True),
                  "size_bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9)),
                  "weight_sparsity": tflite_weight_sparsity(path)}
+        if key == "int8" and ctx.config.cluster:
+            from pipeline.cluster import tflite_unique_values
+
+            uniques = tflite_unique_values(path)
+            entry["max_unique_per_channel"] = max(u["max_unique_per_channel"] for u in uniques.values())
         for threads in (1, 2):
             entry[f"latency_ms_{threads}t"] = benchmark(path, threads, runs=ctx.config.benchmark_runs)["latency_ms_median"]
         stages[f"tflite_{key}"] = entry
@@ -253,10 +342,13 @@ def tflite_weight_sparsity(path: Path) -> float:
 
 
 STAGES: list[tuple[str, Callable[[RunContext], dict], Callable[[RunConfig], bool]]] = [
+    ("teacher", stage_teacher, lambda c: c.teacher_is_zoo_net),
     ("train", stage_train, lambda c: True),
-    ("prune", stage_prune, lambda c: c.prune_sparsity > 0),
+    ("prune", stage_prune, lambda c: c.pruned),
+    ("cluster", stage_cluster, lambda c: c.cluster > 0),
     ("qat", stage_qat, lambda c: c.qat),
     ("convert", stage_convert, lambda c: True),
+    ("quant_debug", stage_quant_debug, lambda c: c.debug_quantization),
     ("metadata", stage_metadata, lambda c: True),
     ("evaluate", stage_evaluate, lambda c: True),
     ("edgetpu", stage_edgetpu, lambda c: "edgetpu" in c.targets),
@@ -278,10 +370,13 @@ def run_pipeline(config: RunConfig, out: str | Path, restart: bool = False) -> d
         except ValueError:
             raise PipelineError(f"{state_path} is corrupt; re-run with --restart to start over") from None
         changed = _model_changes(previous.get("config", {}), config)
-        if changed:
+        if set(changed) - set(CONVERSION_SETTINGS):
             raise PipelineError(f"{out} holds a run with other settings ({', '.join(changed)}); "
                                 "use another --out or --restart")
         state = {**previous, "config": config.to_dict()}
+        if changed:  # only conversion settings: keep the trained models, redo conversion onwards
+            later = [name for name, _, _ in STAGES[[n for n, _, _ in STAGES].index("convert"):]]
+            state["done"] = [name for name in state["done"] if name not in later]
     from pipeline.report import write_report
 
     ctx = RunContext(config, out, state)
@@ -314,7 +409,8 @@ def _model_changes(previous: dict, config: RunConfig) -> list[str]:
     """Settings that differ from a finished run's and would change its models.
 
     Deployment targets only add stages after the models exist, and settings the earlier run did not
-    know yet count as their defaults, so neither forces a retrain.
+    know yet count as their defaults, so neither forces a retrain; conversion settings are returned
+    (the caller redoes conversion) but need no retraining either.
     """
     before = {**RunConfig().to_dict(), **previous}
     now = config.to_dict()

@@ -132,7 +132,8 @@ def test_prune_and_qat_verbs(run_dir, tmp_path):
     assert json.loads(res.output[res.output.index("{"):])["sparsity"] == pytest.approx(0.6, abs=0.03)
     res = invoke("qat", tmp_path / "p.h5", "--data", data, "--epochs", "1", "--out", tmp_path / "q.h5", "--json")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output[res.output.index("{"):])["preserve_sparsity"] is True
+    qat_report = json.loads(res.output[res.output.index("{"):])
+    assert qat_report["preserve_sparsity"] is True and qat_report["scheme"] == "PQAT"
 
 
 @pytest.mark.parametrize(
@@ -199,6 +200,18 @@ def test_targets_join_a_finished_run_without_retraining(run_dir, tmp_path):
     assert config["num_classes"] == 3 and android["out_dir"] == str(out / "android")
     text = (out / "report.md").read_text()
     assert "## Deployment targets" in text and "Edge TPU:" in text and "NNAPI (API 29)" in text
+
+
+def test_conversion_settings_redo_conversion_but_not_training(run_dir, tmp_path):
+    out = _copy_run(run_dir, tmp_path)
+    qat_mtime = os.path.getmtime(out / "qat.h5")
+    result = invoke("run", "--config", run_dir["config"], *TINY, "--data", run_dir["data"], "--out", out,
+                    "--ptq-mode", "dynamic", "--quant-debug", "--json")
+    assert result.exit_code == 0, result.output
+    assert os.path.getmtime(out / "qat.h5") == qat_mtime
+    assert "stage convert ..." in result.output and "stage qat ..." not in result.output
+    assert (out / "model_dynamic.tflite").exists() and (out / "quant_debug.json").exists()
+    assert "TFLite dynamic-range int8" in (out / "report.md").read_text()
 
 
 def test_edgetpu_target_fails_on_cpu_ops_unless_allowed(run_dir, tmp_path):

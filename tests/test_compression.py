@@ -1,0 +1,159 @@
+"""The compression toolbox: m:n and XNNPACK-layout pruning, clustering with CQAT/PCQAT, distillation,
+post-training modes, the quantization debugger and selective quantization, through ``run`` and the verbs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.tflite_file import read_model
+from tests.conftest import write_image_folder
+
+TINY_V1 = ["--model", "mobilenet_v1", "--alpha", "0.25", "--input-size", "32", "--batch-size", "16"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def json_output(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output[result.output.index("{"):])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("cdata"), classes=3, per_class=40, size=32)
+
+
+@pytest.fixture(scope="module")
+def toolbox_run(tmp_path_factory, data):
+    """One run with every switch: zoo teacher, 2:4 pruning, 8 clusters (PCQAT), PTQ modes, selective int8."""
+    out = tmp_path_factory.mktemp("toolbox") / "out"
+    result = invoke("run", *TINY_V1, "--data", data, "--epochs", 2, "--learning-rate", 0.02,
+                    "--teacher", "mobilenet_v1", "--teacher-alpha", 0.5, "--teacher-epochs", 2,
+                    "--prune-sparsity", 0.5, "--prune-pattern", "2:4", "--prune-epochs", 1, "--cluster", 8,
+                    "--ptq-mode", "dynamic", "--ptq-mode", "float16", "--ptq-mode", "int16x8",
+                    "--selective-float", 2, "--out", out, "--json")
+    return {"out": out, "summary": json_output(result), "report": None}
+
+
+def _report(run) -> dict:
+    return json.loads((run["out"] / "report.json").read_text())
+
+
+def test_every_toolbox_stage_ran_in_order(toolbox_run):
+    done = toolbox_run["summary"]["stages_done"]
+    assert done == ["teacher", "train", "prune", "cluster", "qat", "convert", "quant_debug", "metadata", "evaluate"]
+    results = _report(toolbox_run)["results"]
+    assert results["qat"]["scheme"] == "PCQAT"
+    assert results["train"]["distilled_from"] == "mobilenet_v1" and "distill_loss" in results["train"]["history"]
+    assert results["teacher"]["params"] > results["train"]["params"]
+
+
+def test_two_of_every_four_input_channel_weights_are_zero(toolbox_run):
+    model = read_model(toolbox_run["out"] / "model_pruned_ptq_int8.tflite")
+    checked = 0
+    for op in model.operators:
+        kernel = model.tensors[op.inputs[1]] if op.name == "CONV_2D" else None
+        if kernel is None or kernel.shape[1:3] != (1, 1):
+            continue
+        groups = model.tensor_data(op.inputs[1]).reshape(-1, 4)
+        assert np.all(np.sum(groups == 0, axis=1) >= 2), kernel.name
+        checked += 1
+    assert checked >= 13  # every pointwise conv of MobileNet v1
+
+
+def test_clusters_survive_pcqat_into_the_int8_file(toolbox_run):
+    results = _report(toolbox_run)["results"]
+    assert max(results["cluster"]["unique_values"].values()) <= 8
+    from pipeline.cluster import tflite_unique_values
+
+    uniques = tflite_unique_values(toolbox_run["out"] / "model_int8.tflite")
+    assert uniques and all(u["max_unique_per_channel"] <= 8 for u in uniques.values())
+    assert results["evaluate"]["stages"]["tflite_int8"]["max_unique_per_channel"] <= 8
+    assert results["evaluate"]["stages"]["tflite_int8"]["weight_sparsity"] > 0.4  # zeros kept too
+
+
+def test_post_training_modes_have_their_tensor_types(toolbox_run):
+    dtypes = {name: {t.dtype for t in read_model(toolbox_run["out"] / f"model_{name}.tflite").tensors}
+              for name in ("dynamic", "float16", "int16x8")}
+    assert "int8" in dtypes["dynamic"] and "float32" in dtypes["dynamic"]
+    assert "float16" in dtypes["float16"] and "int8" not in dtypes["float16"]
+    assert "int16" in dtypes["int16x8"] and "int8" in dtypes["int16x8"]
+    stages = _report(toolbox_run)["results"]["evaluate"]["stages"]
+    for name in ("dynamic", "float16", "int16x8", "selective_int8"):
+        assert 0.0 <= stages[f"tflite_{name}"]["accuracy"] <= 1.0 and stages[f"tflite_{name}"]["latency_ms_1t"] > 0
+
+
+def test_quant_debug_ranks_layers_and_selective_int8_says_it_is_not_for_the_edgetpu(toolbox_run):
+    out = toolbox_run["out"]
+    layers = json.loads((out / "quant_debug.json").read_text())["layers"]
+    errors = [row["rmse_over_scale"] for row in layers]
+    assert len(layers) > 10 and errors == sorted(errors, reverse=True)
+    selective = _report(toolbox_run)["results"]["quant_debug"]["selective"]
+    assert selective["float_layers"] == [row["layer"] for row in layers[:2]]
+    assert selective["float_ops"]  # the kept layers compute in float
+    assert "Edge TPU" in selective["edgetpu"] and "Edge TPU" in (out / "report.md").read_text()
+
+
+def test_xnnpack_pattern_prunes_only_pointwise_convs_and_stores_them_sparse(tmp_path, data):
+    config = tmp_path / "c.yaml"
+    config.write_text("model_args: {explicit_padding: true}\nepochs: 1\nqat: false\nbenchmark_runs: 3\n")
+    out = tmp_path / "out"
+    result = invoke("run", "--config", config, *TINY_V1, "--data", data, "--prune-sparsity", 0.75,
+                    "--prune-pattern", "xnnpack", "--prune-epochs", 1, "--out", out, "--json")
+    json_output(result)
+    per_layer = _report({"out": out})["results"]["prune"]["per_layer"]
+    assert per_layer["conv1"] == 0.0 and per_layer["predictions"] == 0.0
+    assert all(v >= 0.7 for k, v in per_layer.items() if k.startswith("conv_pw_"))
+    assert "DENSIFY" in read_model(out / "model_sparse_float32.tflite").op_histogram()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prune-pattern", "xnnpack", "--prune-sparsity", 0.75], "explicit_padding"),
+    (["--prune-pattern", "xnnpack", "--prune-sparsity", 0.5], "at least 2/3"),
+    (["--prune-pattern", "4:2"], "unknown prune pattern"),
+    (["--cluster", 300], "--cluster must be"),
+    (["--kd-alpha", 1.5], "--kd-alpha"),
+    (["--teacher", "no_such_net"], "no_such_net"),
+])
+def test_bad_toolbox_settings_are_one_line(tmp_path, data, args, message):
+    result = invoke("run", *TINY_V1, "--data", data, "--epochs", 1, "--prune-epochs", 1, *args, "--out", tmp_path / "o")
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_stage_verbs_distill_cluster_qat_convert_and_quant_debug(tmp_path, data):
+    teacher, student, clustered, qat = (tmp_path / f"{n}.h5" for n in ("teacher", "student", "clustered", "qat"))
+    json_output(invoke("train", "--model", "mobilenet_v1", "--alpha", 0.5, "--input-size", 32, "--data", data,
+                       "--epochs", 1, "--out", teacher, "--json"))
+    trained = json_output(invoke("train", *TINY_V1, "--data", data, "--epochs", 1, "--teacher", teacher,
+                                 "--kd-temperature", 2, "--out", student, "--json"))
+    assert trained["n"] > 0
+    info = json_output(invoke("cluster", student, "--data", data, "--clusters", 6, "--epochs", 1, "--out", clustered, "--json"))
+    assert max(info["unique_values"].values()) <= 6
+    assert json_output(invoke("qat", clustered, "--data", data, "--epochs", 1, "--out", qat, "--json"))["scheme"] == "CQAT"
+    refused = invoke("convert", qat, "--mode", "qat_int8", "--representative-data", data, "--out", tmp_path / "q.tflite")
+    assert refused.exit_code != 0 and "--qat-base" in refused.output
+    converted = json_output(invoke("convert", qat, "--qat-base", clustered, "--mode", "qat_int8", "--representative-data", data,
+                                   "--out", tmp_path / "q.tflite", "--json"))
+    assert converted["float_ops"] == []
+    half = json_output(invoke("convert", student, "--mode", "float16", "--out", tmp_path / "h.tflite", "--json"))
+    assert half["size_bytes"] < (tmp_path / "q.tflite").stat().st_size * 2.5
+    debug = json_output(invoke("quant-debug", student, "--representative-data", data, "--selective-float", 1,
+                               "--out", tmp_path / "sel.tflite", "--json"))
+    assert debug["layers"][0]["rmse_over_scale"] >= debug["layers"][-1]["rmse_over_scale"]
+    assert debug["selective"]["float_layers"] == [debug["layers"][0]["layer"]] and debug["selective"]["float_ops"]
+
+
+def test_train_refuses_a_zoo_name_teacher_and_a_mismatched_teacher(tmp_path, data):
+    result = invoke("train", *TINY_V1, "--data", data, "--epochs", 1, "--teacher", "mobilenet_v2", "--out", tmp_path / "s.h5")
+    assert result.exit_code != 0 and "saved Keras model" in result.output
+    wide = tmp_path / "wide.h5"
+    json_output(invoke("train", "--model", "mobilenet_v1", "--alpha", 0.25, "--input-size", 48, "--data", data,
+                       "--epochs", 1, "--out", wide, "--json"))
+    result = invoke("train", *TINY_V1, "--data", data, "--epochs", 1, "--teacher", wide, "--out", tmp_path / "s.h5")
+    assert result.exit_code != 0 and "teacher" in result.output and "Traceback" not in result.output
