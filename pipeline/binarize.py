@@ -240,3 +240,49 @@ def lce_predict(flatbuffer: bytes, images: np.ndarray, threads: int = 1) -> np.n
                 "bytes; run LCE models with the LCE runtime on the device, or in an environment with numpy<2"
             ) from None
         raise PipelineError(f"the LCE interpreter failed: {message.splitlines()[0] if message else exc!r}") from None
+
+
+def binarize(train: ImageSet, val: ImageSet, out, filters: Sequence[int] = (64, 128, 256),
+             binary_first_layer: bool = True, settings: FitSettings | None = None) -> dict:
+    """Train a binarized net on ``train``, convert it for LCE and write the artifacts into ``out``.
+
+    Writes ``binary.h5`` (the larq Keras model), ``model_lce.tflite`` (1-bit kernels for the LCE
+    runtime), ``labels.txt`` and ``binarize.json`` (returned): validation accuracy of the Keras
+    model, binary/float weight counts and packed size, the LCE file's size, gzip size and ops.
+    Both packages are checked before training so a missing one fails in seconds, not after it.
+    """
+    import gzip
+    from pathlib import Path
+
+    from pipeline.fsutil import atomic_path, write_bytes, write_json, write_text
+    from pipeline.tflite_file import read_model
+    from pipeline.train import keras_accuracy
+
+    _larq(), _lce()
+    out = Path(out)
+    model = build_binary_net(train.images.shape[1:], len(train.class_names), filters, binary_first_layer)
+    history = train_binary(model, train, val, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "binary.h5") as tmp:
+        model.save(tmp, include_optimizer=False)
+    flatbuffer = convert_lce(model)
+    write_bytes(out / "model_lce.tflite", flatbuffer)
+    write_text(out / "labels.txt", "\n".join(train.class_names) + "\n")
+    summary = binary_model_summary(model)
+    report = {
+        "accuracy": keras_accuracy(model, val),
+        "n": len(val),
+        "epochs": len(history.get("loss", [])),
+        "filters": [int(f) for f in filters],
+        "binary_first_layer": binary_first_layer,
+        **{k: summary[k] for k in ("binary_weights", "float_weights", "binary_fraction", "float32_bytes",
+                                   "packed_bytes", "compression")},
+        "lce_file_bytes": len(flatbuffer),
+        "lce_gzip_bytes": len(gzip.compress(flatbuffer, 9)),
+        "lce_ops": read_model(out / "model_lce.tflite").op_histogram(),
+        "deploy": "Larq Compute Engine runtime (lce_benchmark_model or an app linking LCE's interpreter, "
+                  "Android/ARM64); stock LiteRT and the Edge TPU cannot run LceBconv2d",
+    }
+    write_json(out / "binarize.json", report)
+    return report
+

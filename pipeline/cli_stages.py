@@ -420,4 +420,41 @@ def predict(model_path, images, top_k, threads, as_json):
     emit({"predictions": results}, as_json, text)
 
 
-COMMANDS = [run, train, prune, cluster, qat, convert, quant_debug, metadata, inspect, evaluate, benchmark, predict]
+@click.command("binarize")
+@_data_option
+@click.option("--input-size", type=int, default=32, show_default=True, help="Square input resolution in pixels.")
+@click.option("--filters", default="64,128,256", show_default=True,
+              help="Channels of the binary conv blocks, comma-separated (each block halves the resolution).")
+@click.option("--float-stem", is_flag=True, help="Keep the first conv's weights float (XNOR-Net) instead of binary (BinaryNet).")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Training epochs.")
+@click.option("--learning-rate", type=float, default=0.05, show_default=True, help="Peak learning rate (SGD, cosine decay).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Training batch size.")
+@click.option("--validation-split", type=float, default=0.1, show_default=True, help="Fraction held out for validation.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed for the split and training.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for binary.h5, model_lce.tflite, labels.txt and binarize.json.")
+@json_option
+def binarize_verb(data, input_size, filters, float_stem, epochs, learning_rate, batch_size, validation_split, seed, out, as_json):
+    """Train a binarized net (1-bit weights and activations, larq) and convert it for Larq Compute Engine."""
+    from pipeline.binarize import BINARY_FIT, binarize
+    from pipeline.fsutil import ensure_writable_dir
+    from pipeline.train import FitSettings
+
+    try:
+        widths = tuple(int(f) for f in filters.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {filters!r}", param_hint="--filters") from None
+    if epochs < 1 or min(widths) < 1:
+        raise click.UsageError("--epochs and every --filters entry must be at least 1")
+    _setup_logging()
+    ensure_writable_dir(out)
+    tr, val = _load_split(data, input_size, validation_split, seed)
+    settings = FitSettings(epochs, learning_rate, batch_size, BINARY_FIT.weight_decay, BINARY_FIT.label_smoothing,
+                           flip=mirror_safe(data), seed=seed)
+    report = binarize(tr, val, out, widths, binary_first_layer=not float_stem, settings=settings)
+    emit(report, as_json, lambda d: f"saved {out / 'model_lce.tflite'} ({d['lce_file_bytes']:,} bytes, "
+                                    f"{d['binary_weights']:,} binary weights), validation accuracy {d['accuracy']:.2%} "
+                                    f"(Keras); runs on the LCE runtime, not stock LiteRT")
+
+
+COMMANDS = [run, train, prune, cluster, qat, binarize_verb, convert, quant_debug, metadata, inspect, evaluate, benchmark, predict]

@@ -97,3 +97,38 @@ def test_lce_conversion_emits_binary_kernels(larq):
         assert "NumPy" in str(exc) and np.__version__.startswith("2")
     else:
         assert out.shape == (1, 3)
+
+
+def test_binarize_verb_writes_the_lce_file_and_a_report(larq, tmp_path):
+    pytest.importorskip("larq_compute_engine")
+    import json
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    out = tmp_path / "bnn"
+    result = CliRunner().invoke(main, ["binarize", "--input-size", "16", "--filters", "8,16", "--epochs", "1",
+                                       "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report == json.loads((out / "binarize.json").read_text())
+    assert 0.0 <= report["accuracy"] <= 1.0 and report["n"] > 0 and report["epochs"] == 1
+    # stem 3*3*3*8 + block1 3*3*8*8 + block2 3*3*8*16, all binary with the BinaryNet stem
+    assert report["binary_weights"] == 216 + 576 + 1152
+    assert report["lce_ops"]["LceBconv2d"] == 2 and report["lce_file_bytes"] == (out / "model_lce.tflite").stat().st_size
+    assert (out / "labels.txt").read_text().split() == [str(d) for d in range(10)]
+    assert (out / "binary.h5").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, message", [(["--filters", "8,x"], "comma-separated integers"),
+                                           (["--filters", "8,16,32,64,128"], "too small"),
+                                           (["--epochs", "0"], "at least 1")])
+def test_binarize_verb_rejects_bad_settings_in_one_line(larq, tmp_path, args, message):
+    pytest.importorskip("larq_compute_engine")
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    result = CliRunner().invoke(main, ["binarize", "--input-size", "16", *args, "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
