@@ -26,7 +26,8 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     data = write_image_folder(root / "data", classes=3, per_class=40, size=32)
     config = root / "config.yaml"
-    config.write_text("epochs: 4\nlearning_rate: 0.02\nprune_sparsity: 0.5\nprune_epochs: 1\nqat_epochs: 1\nbenchmark_runs: 3\n")
+    # 4 epochs (24 steps) left the net at chance on 3 of 6 seeds; 8 learned on 12 of 12 (accuracy >= 0.75).
+    config.write_text("epochs: 8\nlearning_rate: 0.02\nprune_sparsity: 0.5\nprune_epochs: 1\nqat_epochs: 1\nbenchmark_runs: 3\n")
     out = root / "out"
     result = invoke("run", "--config", config, *TINY, "--data", data, "--out", out, "--json")
     assert result.exit_code == 0, result.output
