@@ -72,12 +72,22 @@ def measure(path: Path, video: Path, threads: int, overlap: bool, frames_count: 
     return sorted(runs, key=lambda r: r["fps"])[len(runs) // 2]
 
 
-def cpu_flags() -> str:
+def cpu_flags() -> set[str]:
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+        return set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split())
     except (OSError, StopIteration):
-        return "unknown"
-    return ", ".join(f"{f}: {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx_vnni", "avx512_vnni"))
+        return set()
+
+
+def int8_sentence(flags: set[str], fp_ratio: float) -> str:
+    """Whether this CPU gives XNNPACK's int8 kernels a dot-product instruction, and what it did to float32 vs int8."""
+    listed = ", ".join(f"{f}: {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "amx_int8"))
+    vnni = bool(flags & {"avx_vnni", "avx512_vnni"})
+    why = ("With VNNI, XNNPACK's int8 kernels have a dot-product instruction here" if vnni
+           else "Without VNNI, XNNPACK's int8 kernels have no dot-product instruction here")
+    return (f"CPU flags: {listed or 'unknown'}. {why}: our MobileNet v2 1.0-224 float32 needs {fp_ratio:.2f}x the int8 "
+            "inference time on 1 thread. Phones with ARM dot-product instructions are where int8 pays off most in speed; "
+            "it is 4x smaller everywhere.")
 
 
 def main() -> None:
@@ -132,10 +142,8 @@ def main() -> None:
         "Goals:",
         *goals,
         "",
-        f"CPU flags: {cpu_flags()}. Without VNNI, XNNPACK's int8 kernels have no dot-product instruction here: "
-        f"our MobileNet v2 1.0-224 float32 needs {fp_ratio:.2f}x the int8 inference time on 1 thread. Phones with "
-        "ARM dot-product instructions are where int8 pays off in speed; it is 4x smaller everywhere. The machine is shared (2 cores), "
-        "so figures move between runs: the 1-minute load average "
+        f"{int8_sentence(cpu_flags(), fp_ratio)} The machine is shared (2 cores), so figures move between runs: "
+        "the 1-minute load average "
         f"during the measurements ran from {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} cores; above ~1 "
         "the 2-thread rows compete with other processes for the second core.",
     ])
