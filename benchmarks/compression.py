@@ -64,8 +64,8 @@ VARIANTS = [
                           "model_args": {"explicit_padding": True}},
             {"XNNPACK-layout prune 75% (1x1 convs), float32 sparse storage": "sparse_float32"},
             explicit_padding=True, keras_rows={"  (its pruned float Keras model, explicit padding)": "keras_pruned"}),
-    Variant("prune75_cluster8_pcqat_kd", {"prune_sparsity": 0.75, "prune_epochs": 4, "cluster": 8, "teacher": str(BASE / "float.h5")},
-            {"prune 75% (4 epochs) + cluster 8 + PCQAT, distilled from the float model (int8)": "int8"},
+    Variant("prune75_cluster8_pcqat_kd", {"prune_sparsity": 0.75, "prune_epochs": 8, "cluster": 8, "teacher": str(BASE / "float.h5")},
+            {"prune 75% (8 epochs) + cluster 8 + PCQAT, distilled from the float model (int8)": "int8"},
             keras_rows={"  (its pruned float Keras model, distilled)": "keras_pruned"}),
 ]
 
