@@ -132,6 +132,29 @@ def run_binary() -> dict:
     return binarize(train, val, out, BINARY["filters"], settings=settings)
 
 
+def kd_paired_test() -> dict | None:
+    """McNemar's test on the validation images: does the distilled student beat the plain one beyond chance?
+
+    Two accuracies on 5,000 images that differ by a few tenths of a point can be noise; the images that
+    exactly one of the two students gets right decide it (normal approximation, two-sided).
+    """
+    import math
+
+    from pipeline.data import load_dataset, split
+    from pipeline.litert import correct_mask
+    from pipeline.run import TFLITE_FILES
+
+    files = [OUT / name / TFLITE_FILES["float32"] for name in ("kd_student", "plain_student")]
+    if not all(f.exists() for f in files):
+        return None
+    config = base_config({})
+    val = split(load_dataset(config.data, config.input_size), config.validation_split, config.seed)[1]
+    kd, plain = (correct_mask(f, val) for f in files)
+    only_kd, only_plain = int((kd & ~plain).sum()), int((~kd & plain).sum())
+    z = (only_kd - only_plain) / math.sqrt(max(1, only_kd + only_plain))
+    return {"only_kd": only_kd, "only_plain": only_plain, "p": math.erfc(abs(z) / math.sqrt(2)), "kd_better": only_kd > only_plain}
+
+
 def measure_latency(files: list[Path], rounds: int, runs: int = 30) -> dict[Path, float]:
     """Median over rounds of each file's median latency, files alternating within every round."""
     import statistics
@@ -234,9 +257,12 @@ def write_table(base_state: dict, args) -> None:
     lines.append(f"| a combination ≥ {GOAL_RATIO:.0f}x smaller (gzip) than float32 within {GOAL_POINTS:.0f} points | "
                  f"{best_text} | {'yes' if best else 'NO'} |")
     kd, plain = _stage(OUT / "kd_student", "tflite_float32"), _stage(OUT / "plain_student", "tflite_float32")
-    if kd and plain:
-        lines.append(f"| distillation beats the same student without a teacher | {kd['accuracy']:.2%} vs "
-                     f"{plain['accuracy']:.2%} | {'yes' if kd['accuracy'] > plain['accuracy'] else 'NO'} |")
+    test = kd_paired_test() if kd and plain else None
+    if test:
+        met = test["kd_better"] and test["p"] < 0.05
+        lines.append(f"| distillation beats the same student without a teacher (McNemar's test on the validation images, "
+                     f"p < 0.05) | {kd['accuracy']:.2%} vs {plain['accuracy']:.2%}; right only with KD: {test['only_kd']}, "
+                     f"only without: {test['only_plain']}; p = {test['p']:.2f} | {'yes' if met else 'NO'} |")
     lines += _notes()
     if missing:
         lines += ["", "Not measured yet (run the script again to continue): " + ", ".join(t for t, _, _ in missing) + "."]

@@ -105,8 +105,8 @@ def class_mapping(classifier: Classifier, class_names: list[str]) -> np.ndarray:
     )
 
 
-def evaluate(path: str | Path, data: ImageSet, threads: int = 2, progress: bool = False) -> dict:
-    """Top-1 accuracy of a .tflite classifier on ``data`` (already at the model's input size)."""
+def correct_mask(path: str | Path, data: ImageSet, threads: int = 2, progress: bool = False) -> np.ndarray:
+    """Per image of ``data`` (already at the model's input size): did the .tflite classifier's top-1 hit the label?"""
     clf = Classifier.load(path, threads)
     if data.images.shape[1:3] != clf.input_size:
         raise PipelineError(f"images are {data.images.shape[1:3]} but {Path(path).name} takes {clf.input_size}")
@@ -116,8 +116,13 @@ def evaluate(path: str | Path, data: ImageSet, threads: int = 2, progress: bool 
         from tqdm import tqdm
 
         iterator = tqdm(iterator, desc=f"evaluating {Path(path).name}", unit="img", leave=False)
-    correct = sum(int(np.argmax(clf.scores(data.images[i])) == mapping[data.labels[i]]) for i in iterator)
-    return {"accuracy": correct / len(data) if len(data) else 0.0, "n": len(data)}
+    return np.array([np.argmax(clf.scores(data.images[i])) == mapping[data.labels[i]] for i in iterator], dtype=bool)
+
+
+def evaluate(path: str | Path, data: ImageSet, threads: int = 2, progress: bool = False) -> dict:
+    """Top-1 accuracy of a .tflite classifier on ``data`` (already at the model's input size)."""
+    correct = correct_mask(path, data, threads, progress)
+    return {"accuracy": float(correct.mean()) if len(data) else 0.0, "n": len(data)}
 
 
 def latency_samples(interpreter, runs: int) -> list[float]:
