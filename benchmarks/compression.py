@@ -262,7 +262,7 @@ def write_table(base_state: dict, args) -> None:
         met = test["kd_better"] and test["p"] < 0.05
         lines.append(f"| distillation beats the same student without a teacher (McNemar's test on the validation images, "
                      f"p < 0.05) | {kd['accuracy']:.2%} vs {plain['accuracy']:.2%}; right only with KD: {test['only_kd']}, "
-                     f"only without: {test['only_plain']}; p = {test['p']:.2f} | {'yes' if met else 'NO'} |")
+                     f"only without: {test['only_plain']}; p = {test['p']:.1g} | {'yes' if met else 'NO'} |")
     lines += _notes()
     if missing:
         lines += ["", "Not measured yet (run the script again to continue): " + ", ".join(t for t, _, _ in missing) + "."]
