@@ -199,6 +199,7 @@ def _stage(out: Path, key: str) -> dict | None:
 
 
 def write_table(base_state: dict, args) -> None:
+    from pipeline.config import RunConfig
     from pipeline.run import TFLITE_FILES
 
     base_stages = base_state["results"]["evaluate"]["stages"]
@@ -221,7 +222,7 @@ def write_table(base_state: dict, args) -> None:
         "",
         "Every variant starts from a float model trained by `benchmarks/cifar10.py` (config of the `cifar10` section: "
         f"MobileNet v1 α=0.5, 64 px; this run: {float32['accuracy']:.2%}) and fine-tunes 1 epoch per compression stage (2 for pruning unless said); the "
-        f"distillation pair trains a α={STUDENT['alpha']} student from scratch for {STUDENT['epochs']} epochs each (T=4, α=0.9). Validation: the same 5,000 held-out images. "
+        f"distillation pair trains a α={STUDENT['alpha']} student from scratch for {STUDENT['epochs']} epochs each (T={RunConfig.kd_temperature:g}, α={RunConfig.kd_alpha:g}). Validation: the same 5,000 held-out images. "
         "Latency: LiteRT (XNNPACK), 1 thread, median of per-round medians with the files alternating in every round.",
         "",
         "| method | accuracy | Δ vs float32 (pt) | size (bytes) | gzip (bytes) | gzip ratio vs float32 | latency (ms) | vs float32 |",
