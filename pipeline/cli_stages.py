@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli import emit, json_option
-from pipeline.config import CENTROID_INITS, CONVERT_MODES, PTQ_MODES, TARGETS
+from pipeline.config import CENTROID_INITS, CONVERT_MODES, PRUNE_ALLOCATIONS, PTQ_MODES, TARGETS
 from pipeline.data import load_dataset, load_image, mirror_safe, split
 from pipeline.errors import PipelineError
 
@@ -66,6 +66,8 @@ def _distill_options(func):
 @click.option("--prune-epochs", type=int, help="Fine-tuning epochs while pruning.")
 @click.option("--prune-pattern", help="unstructured (default), m:n structured such as 2:4, or xnnpack "
                                       "(1x1 convs only, for XNNPACK sparse inference; needs sparsity >= 0.67).")
+@click.option("--prune-allocation", type=click.Choice(PRUNE_ALLOCATIONS),
+              help="Spread of unstructured sparsity over layers: uniform (default) or erk (big layers pruned more).")
 @click.option("--cluster", type=int, help="Weight clusters per layer (weight sharing); 0 skips clustering.")
 @click.option("--cluster-init", type=click.Choice(CENTROID_INITS), help="Centroid initialization [default: kmeans++].")
 @click.option("--cluster-epochs", type=int, help="Fine-tuning epochs while clustering [default: 1].")
@@ -190,17 +192,19 @@ def _data_option(func):
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Target weight sparsity.")
 @click.option("--pattern", default="unstructured", show_default=True,
               help="unstructured, m:n structured such as 2:4, or xnnpack (1x1 convs, sparse-inference layout).")
+@click.option("--allocation", type=click.Choice(PRUNE_ALLOCATIONS), default="uniform", show_default=True,
+              help="Spread of unstructured sparsity over layers: uniform, or erk (big layers pruned more).")
 @click.option("--epochs", type=int, default=2, show_default=True, help="Fine-tuning epochs while pruning.")
 @click.option("--learning-rate", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to save the pruned model.")
 @json_option
-def prune(model_path, data, sparsity, pattern, epochs, learning_rate, out, as_json):
+def prune(model_path, data, sparsity, pattern, allocation, epochs, learning_rate, out, as_json):
     """Magnitude-prune a Keras model to a target sparsity (PolynomialDecay), then strip the wrappers."""
     from pipeline.prune import measured_sparsity, prune as prune_model
     from pipeline.train import keras_accuracy
 
     model, tr, val, settings = _fine_tuning(model_path, data, epochs, learning_rate)
-    pruned = prune_model(model, tr, val, sparsity, settings, pattern)
+    pruned = prune_model(model, tr, val, sparsity, settings, pattern, allocation=allocation)
     _save(pruned, out)
     emit({"model": str(out), "accuracy": keras_accuracy(pruned, val), **measured_sparsity(pruned)}, as_json,
          lambda d: f"saved {d['model']} (sparsity {d['sparsity']:.1%}, validation accuracy {d['accuracy']:.2%})")

@@ -15,6 +15,7 @@ from pipeline.nnapi import MAX_API, MIN_API
 TARGETS = ("edgetpu", "nnapi", "android")
 PTQ_MODES = ("dynamic", "float16", "int16x8")
 CONVERT_MODES = ("float32", "ptq_int8", "qat_int8", *PTQ_MODES, "sparse_float32")  # see pipeline.convert
+PRUNE_ALLOCATIONS = ("uniform", "erk")  # how an unstructured sparsity target spreads over the layers (pipeline.prune)
 CENTROID_INITS = ("kmeans++", "linear", "density", "random")  # TF-MOT's clustering centroid initializations
 # Settings of the deployment-target stages, which run after the models exist: changing them resumes a run.
 TARGET_SETTINGS = ("targets", "allow_cpu_ops", "nnapi_api_level")
@@ -54,6 +55,7 @@ class RunConfig:
     prune_epochs: int = 2
     prune_learning_rate: float = 0.01
     prune_pattern: str = "unstructured"  # or "m:n" (e.g. "2:4") or "xnnpack" (1x1 convs, sparse-inference layout)
+    prune_allocation: str = "uniform"  # or "erk": big layers pruned more, small ones kept (unstructured only)
     cluster: int = 0  # weight clusters per layer (Deep Compression weight sharing); 0 skips clustering
     cluster_init: str = "kmeans++"  # centroid initialization: kmeans++, linear, density, random
     cluster_epochs: int = 1
@@ -86,6 +88,10 @@ class RunConfig:
             (0.0 < self.validation_split < 1.0, f"validation_split must be in (0, 1), got {self.validation_split}"),
             (self.io_dtype in ("uint8", "int8"), f"--io-dtype must be uint8 or int8, got {self.io_dtype}"),
             (self.prune_sparsity == 0 or self.prune_epochs > 0, "pruning needs --prune-epochs > 0"),
+            (self.prune_allocation in PRUNE_ALLOCATIONS,
+             f"--prune-allocation must be one of {', '.join(PRUNE_ALLOCATIONS)}, got {self.prune_allocation}"),
+            (self.prune_allocation == "uniform" or self.prune_pattern == "unstructured",
+             f"--prune-allocation {self.prune_allocation} needs --prune-pattern unstructured"),
             (2 <= self.cluster <= 256 or self.cluster == 0, f"--cluster must be 0 (off) or 2-256, got {self.cluster}"),
             (self.cluster_init in CENTROID_INITS,
              f"--cluster-init must be one of {', '.join(CENTROID_INITS)}, got {self.cluster_init}"),

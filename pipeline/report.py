@@ -111,7 +111,10 @@ def _compression_lines(results: dict) -> list[str]:
     lines: list[str] = []
     if "prune" in results:
         r = results["prune"]
-        lines += ["", f"Measured sparsity of the pruned Keras kernels: {r['sparsity']:.1%} ({r.get('pattern', 'unstructured')})."]
+        lines += ["", f"Measured sparsity of the pruned Keras kernels: {r['sparsity']:.1%} "
+                      f"({r.get('pattern', 'unstructured')}, {r.get('allocation', 'uniform')} over layers)."]
+        if r.get("allocation", "uniform") != "uniform":
+            lines += ["", "| layer | sparsity |", "|---|---:|", *(f"| {name} | {value:.1%} |" for name, value in r["per_layer"].items())]
     if results.get("train", {}).get("distilled_from"):
         teacher = results.get("teacher", {})
         accuracy = f" ({teacher['keras_accuracy']:.2%})" if "keras_accuracy" in teacher else ""

@@ -152,9 +152,11 @@ def stage_prune(ctx: RunContext) -> dict:
     c = ctx.config
     train, val = ctx.datasets
     model = prune(ctx.load_keras("float"), train, val, c.prune_sparsity,
-                  _fit_settings(ctx, c.prune_epochs, c.prune_learning_rate, 0.0), c.prune_pattern, ctx.distillation)
+                  _fit_settings(ctx, c.prune_epochs, c.prune_learning_rate, 0.0), c.prune_pattern, ctx.distillation,
+                  c.prune_allocation)
     ctx.save_keras(model, "pruned")
-    return {"keras_accuracy": keras_accuracy(model, val), "pattern": c.prune_pattern, **measured_sparsity(model)}
+    return {"keras_accuracy": keras_accuracy(model, val), "pattern": c.prune_pattern, "allocation": c.prune_allocation,
+            **measured_sparsity(model)}
 
 
 def stage_cluster(ctx: RunContext) -> dict:

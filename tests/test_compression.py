@@ -113,7 +113,38 @@ def test_xnnpack_pattern_prunes_only_pointwise_convs_and_stores_them_sparse(tmp_
     assert "DENSIFY" in read_model(out / "model_sparse_float32.tflite").op_histogram()
 
 
+def test_erk_allocation_keeps_the_overall_target_and_prunes_big_layers_more():
+    import math
+
+    from keras_models import build_model
+    from pipeline.prune import layer_sparsities
+
+    model = build_model("mobilenet_v1", 64, classes=10, alpha=0.5)
+    uniform = layer_sparsities(model, 0.75)
+    assert set(uniform) == {"conv1", "predictions", *(f"conv_pw_{i}" for i in range(1, 14))}  # no depthwise, no BN
+    assert set(uniform.values()) == {0.75}
+    sizes = {name: math.prod(model.get_layer(name).get_weights()[0].shape) for name in uniform}
+    erk = layer_sparsities(model, 0.75, "erk")
+    assert set(erk) == set(sizes)
+    assert sum(erk[n] * sizes[n] for n in sizes) / sum(sizes.values()) == pytest.approx(0.75)
+    assert erk["conv1"] == 0.0 and erk["conv_pw_1"] == 0.0  # the stem stays dense
+    assert erk["conv_pw_13"] > erk["conv_pw_12"] > erk["conv_pw_7"] > erk["conv_pw_5"] > 0.0
+    assert all(0.0 <= value < 1.0 for value in erk.values())
+
+
+def test_run_with_erk_allocation_reports_per_layer_sparsity(tmp_path, data):
+    out = tmp_path / "out"
+    result = invoke("run", *TINY_V1, "--data", data, "--epochs", 1, "--prune-sparsity", 0.6, "--prune-epochs", 1,
+                    "--prune-allocation", "erk", "--no-qat", "--out", out, "--json")
+    json_output(result)
+    prune = _report({"out": out})["results"]["prune"]
+    assert prune["allocation"] == "erk" and prune["sparsity"] == pytest.approx(0.6, abs=0.02)
+    assert prune["per_layer"]["conv1"] == 0.0 and prune["per_layer"]["conv_pw_13"] > 0.6
+    assert "erk over layers" in (out / "report.md").read_text()
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--prune-allocation", "erk", "--prune-pattern", "2:4"], "needs --prune-pattern unstructured"),
     (["--prune-pattern", "xnnpack", "--prune-sparsity", 0.75], "explicit_padding"),
     (["--prune-pattern", "xnnpack", "--prune-sparsity", 0.5], "at least 2/3"),
     (["--prune-pattern", "4:2"], "unknown prune pattern"),
