@@ -71,6 +71,7 @@ def _distill_options(func):
 @click.option("--cluster", type=int, help="Weight clusters per layer (weight sharing); 0 skips clustering.")
 @click.option("--cluster-init", type=click.Choice(CENTROID_INITS), help="Centroid initialization [default: kmeans++].")
 @click.option("--cluster-epochs", type=int, help="Fine-tuning epochs while clustering [default: 1].")
+@click.option("--cluster-min-weights", type=int, help="Leave kernels with fewer weights unclustered [default: 0].")
 @click.option("--qat/--no-qat", default=None, help="Quantization-aware training before int8 conversion "
                                                     "(PQAT/CQAT/PCQAT keep pruning and clustering).")
 @click.option("--qat-epochs", type=int, help="QAT fine-tuning epochs.")

@@ -20,8 +20,13 @@ _INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSIT
 
 
 def cluster(model: keras.Model, train: ImageSet, val: ImageSet | None, clusters: int, settings: FitSettings,
-            init: str = "kmeans++", preserve_sparsity: bool = False, distill: Distillation | None = None) -> keras.Model:
-    """Cluster the conv/dense kernels of ``model`` to ``clusters`` values, fine-tune, strip; returns a plain model."""
+            init: str = "kmeans++", preserve_sparsity: bool = False, distill: Distillation | None = None,
+            min_weights: int = 0) -> keras.Model:
+    """Cluster the conv/dense kernels of ``model`` to ``clusters`` values, fine-tune, strip; returns a plain model.
+
+    Kernels under ``min_weights`` weights stay as they are: the stem and small early layers add little
+    to the file but lose accuracy when a few values must stand for all of their weights.
+    """
     if not 2 <= clusters <= 256:
         raise PipelineError(f"--cluster must be between 2 and 256 (an int8 kernel has 256 values), got {clusters}")
     if init not in _INITS:
@@ -30,7 +35,7 @@ def cluster(model: keras.Model, train: ImageSet, val: ImageSet | None, clusters:
 
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
         # A kernel with fewer weights than clusters has nothing to share.
-        if _prunable(layer) and layer.get_weights()[0].size > clusters:
+        if _prunable(layer) and layer.get_weights()[0].size > max(clusters, min_weights - 1):
             return tfmot.clustering.keras.cluster_weights(
                 layer, number_of_clusters=clusters, cluster_centroids_init=centroid_init,
                 preserve_sparsity=preserve_sparsity)

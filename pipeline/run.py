@@ -168,7 +168,7 @@ def stage_cluster(ctx: RunContext) -> dict:
     train, val = ctx.datasets
     model = cluster(ctx.load_keras("pruned" if ctx.pruned else "float"), train, val, c.cluster,
                     _fit_settings(ctx, c.cluster_epochs, c.cluster_learning_rate, 0.0), c.cluster_init,
-                    preserve_sparsity=ctx.pruned, distill=ctx.distillation)
+                    preserve_sparsity=ctx.pruned, distill=ctx.distillation, min_weights=c.cluster_min_weights)
     ctx.save_keras(model, "clustered")
     return {"keras_accuracy": keras_accuracy(model, val), "clusters": c.cluster, "init": c.cluster_init,
             "unique_values": keras_unique_values(model), "sparsity": measured_sparsity(model)["sparsity"]}
@@ -268,8 +268,8 @@ def stage_evaluate(ctx: RunContext) -> dict:
         if key == "int8" and ctx.config.cluster:
             from pipeline.cluster import tflite_unique_values
 
-            uniques = tflite_unique_values(path)
-            entry["max_unique_per_channel"] = max(u["max_unique_per_channel"] for u in uniques.values())
+            clustered = [u for u in tflite_unique_values(path).values() if u["weights"] >= ctx.config.cluster_min_weights]
+            entry["max_unique_per_channel"] = max(u["max_unique_per_channel"] for u in clustered)
         for threads in (1, 2):
             entry[f"latency_ms_{threads}t"] = benchmark(path, threads, runs=ctx.config.benchmark_runs)["latency_ms_median"]
         stages[f"tflite_{key}"] = entry

@@ -143,7 +143,22 @@ def test_run_with_erk_allocation_reports_per_layer_sparsity(tmp_path, data):
     assert "erk over layers" in (out / "report.md").read_text()
 
 
+def test_cluster_min_weights_leaves_small_kernels_unclustered_through_ptq(tmp_path, data):
+    out = tmp_path / "out"
+    result = invoke("run", *TINY_V1, "--data", data, "--epochs", 1, "--prune-sparsity", 0, "--cluster", 4,
+                    "--cluster-min-weights", 1000, "--no-qat", "--out", out, "--json")
+    json_output(result)
+    results = _report({"out": out})["results"]
+    unique = results["cluster"]["unique_values"]
+    assert unique["conv1"] > 4 and unique["conv_pw_1"] > 4  # 216 and 128 weights: left alone
+    assert unique["conv_pw_3"] <= 4 and unique["conv_pw_13"] <= 4
+    assert "qat" not in results
+    assert results["evaluate"]["stages"]["tflite_int8"]["max_unique_per_channel"] <= 4
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--cluster", 4, "--cluster-min-weights", -1], "--cluster-min-weights"),
+    (["--cluster", 4, "--cluster-min-weights", 100], "needs --no-qat"),
     (["--prune-allocation", "erk", "--prune-pattern", "2:4"], "needs --prune-pattern unstructured"),
     (["--prune-pattern", "xnnpack", "--prune-sparsity", 0.75], "explicit_padding"),
     (["--prune-pattern", "xnnpack", "--prune-sparsity", 0.5], "at least 2/3"),
