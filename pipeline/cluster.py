@@ -35,7 +35,8 @@ def cluster(model: keras.Model, train: ImageSet, val: ImageSet | None, clusters:
 
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
         # A kernel with fewer weights than clusters has nothing to share.
-        if _prunable(layer) and layer.get_weights()[0].size > max(clusters, min_weights - 1):
+        size = layer.get_weights()[0].size if _prunable(layer) else 0
+        if size > clusters and size >= min_weights:
             return tfmot.clustering.keras.cluster_weights(
                 layer, number_of_clusters=clusters, cluster_centroids_init=centroid_init,
                 preserve_sparsity=preserve_sparsity)
