@@ -35,7 +35,7 @@ GOAL_RATIO, GOAL_POINTS = 10.0, 2.0
 class Variant:
     name: str
     overrides: dict
-    rows: dict  # table title -> TFLite file key in the run (see pipeline.run.TFLITE_FILES)
+    rows: dict  # table title -> TFLite file key in the run (see pipeline.runner.run.TFLITE_FILES)
     seed_stages: tuple = ("train",)  # finished stages copied from the base run
     explicit_padding: bool = False  # re-lay the base float model out for XNNPACK sparse inference
     keras_rows: dict = field(default_factory=dict)  # table title -> Keras stage key (accuracy only)
@@ -87,7 +87,7 @@ VARIANTS = [
 
 
 def base_config(overrides: dict):
-    from pipeline.config import load_config
+    from pipeline.runner.config import load_config
 
     return load_config(CONFIG, {"data": str(extract()), **COMMON, **overrides})
 
@@ -96,7 +96,7 @@ def seed(variant: Variant, config, out: Path, base_state: dict) -> None:
     """Start ``out`` with finished stages of the base run (or of ``seed_from``) so the variant trains only what differs."""
     if (out / "state.json").exists() or not variant.seed_stages:
         return
-    from pipeline.fsutil import write_json
+    from pipeline.core.fsutil import write_json
 
     source = OUT / variant.seed_from if variant.seed_from else BASE
     state = json.loads((source / "state.json").read_text()) if variant.seed_from else base_state
@@ -115,7 +115,7 @@ def seed(variant: Variant, config, out: Path, base_state: dict) -> None:
 def _relayout(source: Path, target: Path, config) -> None:
     """The base float weights in the explicit-padding layout (same layers and weights, padding layers added)."""
     from keras_models import build_model
-    from pipeline.convert import load_keras_model
+    from pipeline.stages.convert import load_keras_model
 
     trained = load_keras_model(source)
     model = build_model(config.model, config.input_size, classes=trained.output_shape[-1], **config.model_knobs())
@@ -124,7 +124,7 @@ def _relayout(source: Path, target: Path, config) -> None:
 
 
 def run_variant(variant: Variant, base_state: dict) -> dict:
-    from pipeline.run import run_pipeline
+    from pipeline.runner.run import run_pipeline
 
     config = base_config(variant.overrides)
     out = OUT / variant.name
@@ -137,9 +137,9 @@ BINARY = {"filters": (64, 128, 256), "input_size": 32, "epochs": 6}
 
 def run_binary() -> dict:
     """The larq BinaryNet on the same split at CIFAR's native 32 px (no seeding: it is its own net)."""
-    from pipeline.binarize import BINARY_FIT, binarize
-    from pipeline.data import load_dataset, split
-    from pipeline.train import FitSettings
+    from pipeline.stages.binarize import BINARY_FIT, binarize
+    from pipeline.core.data import load_dataset, split
+    from pipeline.stages.train import FitSettings
 
     out = OUT / "binary"
     if (out / "binarize.json").exists():
@@ -158,9 +158,9 @@ def kd_paired_test() -> dict | None:
     """
     import math
 
-    from pipeline.data import load_dataset, split
-    from pipeline.litert import correct_mask
-    from pipeline.run import TFLITE_FILES
+    from pipeline.core.data import load_dataset, split
+    from pipeline.core.litert import correct_mask
+    from pipeline.runner.run import TFLITE_FILES
 
     files = [OUT / name / TFLITE_FILES["float32"] for name in ("kd_student", "plain_student")]
     if not all(f.exists() for f in files):
@@ -177,7 +177,7 @@ def measure_latency(files: list[Path], rounds: int, runs: int = 30) -> dict[Path
     """Median over rounds of each file's median latency, files alternating within every round."""
     import statistics
 
-    from pipeline.litert import benchmark
+    from pipeline.core.litert import benchmark
 
     samples: dict[Path, list[float]] = {f: [] for f in files}
     for _ in range(rounds):
@@ -217,8 +217,8 @@ def _stage(out: Path, key: str) -> dict | None:
 
 
 def write_table(base_state: dict, args) -> None:
-    from pipeline.config import RunConfig
-    from pipeline.run import TFLITE_FILES
+    from pipeline.runner.config import RunConfig
+    from pipeline.runner.run import TFLITE_FILES
 
     base_stages = base_state["results"]["evaluate"]["stages"]
     float32 = base_stages["tflite_float32"]

@@ -2,7 +2,7 @@
 
 Each zoo net is built at ``--size`` px (and width 0.35 where it has one), random weights, 10 classes,
 converted to full int8 with uint8 I/O from random calibration data (mapping does not depend on the
-weights' values), then checked with ``edgetpu.check`` and ``pipeline.nnapi``. The reference pairs in
+weights' values), then checked with ``edgetpu.check`` and ``pipeline.targets.nnapi``. The reference pairs in
 ../shared/reference_models compare the prediction with what Coral's compiler left outside its
 custom op. Run: ``nice -n 10 python -m benchmarks.edgetpu_nnapi``.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from benchmarks._report import write_section
 from edgetpu.check import check_model, compiled_cpu_ops
-from pipeline import nnapi
+from pipeline.targets import nnapi
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference_models"
 
@@ -36,8 +36,8 @@ def convert_zoo_net(name: str, size: int, out: Path) -> tuple[Path, str]:
     """The net as ``tflpipe run`` deploys it: QAT-wrapped (ranges from one training-mode batch), full int8."""
     import keras_models
     from keras_models import ZooError
-    from pipeline.convert import convert
-    from pipeline.qat import quantize
+    from pipeline.stages.convert import convert
+    from pipeline.stages.qat import quantize
 
     spec = keras_models.get_spec(name)
     knobs = {"alpha": 0.35} if "alpha" in spec.knobs else {}

@@ -27,8 +27,8 @@ CLEAN_OPS = {"CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1, "FULL
 def build_ours(out: Path) -> Path:
     """MobileNet v2 1.0-224 from our zoo, 1001 classes like the reference, full-int8 with uint8 I/O."""
     from keras_models import build_model
-    from pipeline.convert import convert
-    from pipeline.data import load_image
+    from pipeline.stages.convert import convert
+    from pipeline.core.data import load_image
 
     model = build_model("mobilenet_v2", 224, classes=1001, alpha=1.0)
     refs = REFERENCE.parent
@@ -43,7 +43,7 @@ def build_ours(out: Path) -> Path:
 
 def paired_latency(a: Path, b: Path, threads: int, rounds: int, block: int) -> tuple[float, float, list[float]]:
     """Median ms of ``a`` and ``b`` and the per-round ratios a/b, alternating which goes first."""
-    from pipeline.litert import latency_samples, make_interpreter, random_input
+    from pipeline.core.litert import latency_samples, make_interpreter, random_input
 
     interps = [make_interpreter(p, threads) for p in (a, b)]
     for it in interps:
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=10)
     args = parser.parse_args()
 
-    from pipeline.tflite_file import read_model
+    from pipeline.core.tflite_file import read_model
 
     with tempfile.TemporaryDirectory() as tmp:
         ours = build_ours(Path(tmp))

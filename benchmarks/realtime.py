@@ -1,7 +1,7 @@
 """Real-time recognition on this machine: end-to-end FPS of ``tflpipe demo``'s frame loop.
 
 640x480 MJPG video (generated here from the reference photos, panning and zooming) -> OpenCV decode
--> ``pipeline.frames`` preprocessing (the Android app's, bit for bit) -> LiteRT -> top-k. MobileNet
+-> ``pipeline.targets.android.frames`` preprocessing (the Android app's, bit for bit) -> LiteRT -> top-k. MobileNet
 v2 1.0-224 (our int8 and float32 conversions, and the official TF2 PTQ reference) and smaller zoo
 nets, each sequential on 1 thread, overlapped on 2 threads (capture/preprocess thread + 1
 interpreter thread), and sequential with a 2-thread interpreter. Each figure is the median of
@@ -35,7 +35,7 @@ BIG, REFERENCE_LABEL = "ours mobilenet_v2 1.0-224", "reference tf2_mobilenet_v2_
 
 def calibration_images(video: Path, size: int, count: int = 32) -> np.ndarray:
     """Real frames from the benchmark video, centre-cropped and resized like the app does."""
-    from pipeline import demo, frames
+    from pipeline.targets.android import demo, frames
 
     images = []
     for i, frame in enumerate(demo.capture_frames(demo.open_video(video))):
@@ -49,7 +49,7 @@ def calibration_images(video: Path, size: int, count: int = 32) -> np.ndarray:
 def build_ours(out: Path, video: Path) -> list[tuple[str, str, Path]]:
     """(net, dtype, path) for each of our zoo nets, float32 and full-int8 (uint8 I/O, 1001 classes)."""
     from keras_models import build_model
-    from pipeline.convert import convert
+    from pipeline.stages.convert import convert
 
     built = []
     for name, alpha, size in OURS:
@@ -64,7 +64,7 @@ def build_ours(out: Path, video: Path) -> list[tuple[str, str, Path]]:
 
 
 def measure(path: Path, video: Path, threads: int, overlap: bool, frames_count: int, reps: int) -> dict:
-    from pipeline import demo
+    from pipeline.targets.android import demo
 
     interpreter_threads = max(1, threads - 1) if overlap else threads
     model = demo.load_model(path, interpreter_threads)
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
 
-    from pipeline.demo import make_test_video
+    from pipeline.targets.android.demo import make_test_video
 
     with tempfile.TemporaryDirectory() as tmp:
         video = make_test_video(Path(tmp) / "frames_640x480.avi", PHOTOS, args.frames, (640, 480))

@@ -31,9 +31,9 @@ def measure(name: str, size: int, runs: int, out: Path) -> dict:
     """Build, count, convert and time one net at one input size."""
     from keras_models import build_model
     from keras_models.macs import count
-    from pipeline.convert import convert
-    from pipeline.litert import benchmark
-    from pipeline.tf_env import keras
+    from pipeline.stages.convert import convert
+    from pipeline.core.litert import benchmark
+    from pipeline.core.tf_env import keras
 
     keras.backend.clear_session()
     model = build_model(name, size)

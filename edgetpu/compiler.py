@@ -14,8 +14,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import PipelineError
-from pipeline.tflite_file import read_model
+from pipeline.core.errors import PipelineError
+from pipeline.core.tflite_file import read_model
 
 COMPILER = "edgetpu_compiler"
 INSTALL_HINT = (f"{COMPILER} not found on PATH; install it on x86-64 Debian/Ubuntu from Coral's apt repository "

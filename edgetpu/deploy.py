@@ -7,8 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import PipelineError
-from pipeline.tflite_file import read_model
+from pipeline.core.errors import PipelineError
+from pipeline.core.tflite_file import read_model
 
 BOARD_SCRIPT = Path(__file__).with_name("board") / "classify.py"
 _HOST = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9.:_-]+$")

@@ -16,7 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.tflite_file import Operator, TFLiteModel
+from pipeline.core.target_report import Issue
+from pipeline.core.tflite_file import Operator, TFLiteModel
 
 QUANTIZED_TYPES = frozenset({"int8", "uint8"})
 PARAMETER_TYPES = QUANTIZED_TYPES | {"int32", "int64"}  # biases, shapes, axes, paddings
@@ -25,14 +26,6 @@ PARAMETER_TYPES = QUANTIZED_TYPES | {"int32", "int64"}  # biases, shapes, axes, 
 LSTM_STATE_TYPES = {"int16"}
 ON_CHIP_CACHE_BYTES = 8 * 1024 * 1024  # "roughly 8 MB of SRAM" for parameter caching (Coral compiler docs)
 LATEST_RUNTIME = 14  # newest runtime version the supported-operations table distinguishes
-
-
-@dataclass(frozen=True)
-class Issue:
-    """Why one op stays on the CPU and what to change so that it maps."""
-
-    reason: str
-    fix: str
 
 
 Check = Callable[[TFLiteModel, Operator, int], list[Issue]]

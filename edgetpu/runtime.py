@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from edgetpu.board import classify as board
-from pipeline.errors import PipelineError
-from pipeline.tflite_file import read_model
+from pipeline.core.errors import PipelineError
+from pipeline.core.tflite_file import read_model
 
 NO_DEVICE = ("no Edge TPU available: the libedgetpu delegate could not be loaded; install the Edge TPU runtime "
              "(apt-get install libedgetpu1-std, https://coral.ai/docs/accelerator/get-started/) and attach a Coral device")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 INPUT_MEAN = 127.5
 INPUT_STD = 127.5

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 layers = keras.layers
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from keras_models._blocks import BN
 from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
 from keras_models.quantize_configs import OutputQuantizeConfig, PassThroughQuantizeConfig, annotate
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 _BLOCKS = (6, 12, 24, 16)
 _GROWTH = 32

@@ -13,7 +13,7 @@ from functools import partial
 
 from keras_models._blocks import conv_bn, mbconv
 from keras_models._common import check_common_args, classifier_head, load_weights, make_divisible, model_input
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 # (repeats, kernel, first stride, expansion, output width) of EfficientNet-B0 (Table 1).
 _B0 = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.tf_env import keras, tf
+from pipeline.core.tf_env import keras, tf
 
 
 def relu(x: tf.Tensor) -> tf.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from keras_models._blocks import conv_bn, depthwise_bn, mbconv
 from keras_models._common import check_common_args, classifier_head, load_weights, make_divisible, model_input
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 # (repeats, kernel, first stride, expansion, output width, squeeze-excite) after the stem and the
 # separable conv (3x3 depthwise + 1x1 to 16, no shortcut): Figure 7 (A1) and the B1 definition.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_models._common import check_common_args, classifier_head, layers, model_input
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 _WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
 _IMAGENET_ALPHAS = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}

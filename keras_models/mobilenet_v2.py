@@ -15,7 +15,7 @@ from keras_models._common import (
     make_divisible,
     model_input,
 )
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 _WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
 _IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)

@@ -20,7 +20,7 @@ from typing import Iterator
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras.quantize_annotate import QuantizeAnnotate
 
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 _quant = tfmot.quantization.keras
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from keras_models._blocks import conv_bn
 from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 # (bottleneck width, blocks, first stride) of conv2_x..conv5_x (Table 1, 50-layer column).
 _STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))

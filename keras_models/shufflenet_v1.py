@@ -12,7 +12,7 @@ from keras_models._blocks import BN, grouped_conv_bn
 from keras_models._common import check_common_args, classifier_head, layers, load_weights, make_divisible, model_input
 from keras_models.layers import ChannelShuffle
 from keras_models.quantize_configs import PassThroughQuantizeConfig, annotate
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 # Output widths of stages 2-4 for each g at scale 1x (Table 1).
 _STAGE_WIDTHS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088), 8: (384, 768, 1536)}

@@ -13,7 +13,7 @@ from keras_models._blocks import channel_split, conv_bn, depthwise_bn
 from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
 from keras_models.layers import ChannelShuffle
 from keras_models.quantize_configs import PassThroughQuantizeConfig, annotate
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 # alpha -> output widths of stages 2, 3, 4 and conv5 (Table 5).
 _WIDTHS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024), 1.5: (176, 352, 704, 1024), 2.0: (244, 488, 976, 2048)}

@@ -11,7 +11,7 @@ the paper's 111/55/27/13 (1.1) and 109/54/27/13 (1.0) at 224 px.
 from __future__ import annotations
 
 from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 # (squeeze, expand) widths of fire2..fire9; the expand width is that of each of the two branches.
 _FIRES = ((16, 64), (16, 64), (32, 128), (32, 128), (48, 192), (48, 192), (64, 256), (64, 256))

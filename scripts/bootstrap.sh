@@ -20,6 +20,6 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q -e ".[test]"
 # tflite-support pins protobuf<4, which TensorFlow 2.21 cannot use; its metadata writers work without it.
 .venv/bin/python -m pip install -q --no-deps "tflite-support==0.4.4"
-# Binarized nets (pipeline/binarize.py): larq 0.14 declares numpy<2 but trains with NumPy 2; LCE converts.
+# Binarized nets (pipeline/stages/binarize.py): larq 0.14 declares numpy<2 but trains with NumPy 2; LCE converts.
 .venv/bin/python -m pip install -q --no-deps "larq==0.14.0" "terminaltables==3.1.10" "larq-compute-engine==0.16.0"
 .venv/bin/tflpipe --version

@@ -9,7 +9,7 @@ import numpy as np
 
 def convert(build: Callable, shape: tuple[int, ...], path: Path, int8: bool = True, batch: int | None = 1) -> Path:
     """Convert the Keras model ``build(inputs)`` (full int8 with uint8 I/O unless ``int8`` is False)."""
-    from pipeline.tf_env import keras, tf
+    from pipeline.core.tf_env import keras, tf
 
     inputs = keras.Input(shape=shape, batch_size=batch)
     model = keras.Model(inputs, build(inputs))
@@ -31,7 +31,7 @@ def convert(build: Callable, shape: tuple[int, ...], path: Path, int8: bool = Tr
 
 
 def conv_net(x):
-    from pipeline.tf_env import keras
+    from pipeline.core.tf_env import keras
 
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -40,7 +40,7 @@ def conv_net(x):
 
 def hard_swish_in_middle(x):
     """conv -> HARD_SWISH (not on the Edge TPU) -> conv -> pool -> dense: everything after it is CPU."""
-    from pipeline.tf_env import keras, tf
+    from pipeline.core.tf_env import keras, tf
 
     x = keras.layers.Conv2D(8, 3, padding="same")(x)
     x = keras.layers.Lambda(lambda t: t * tf.nn.relu6(t + 3.0) / 6.0)(x)
@@ -49,7 +49,7 @@ def hard_swish_in_middle(x):
 
 def five_d(x):
     """A reshape to 5-D with two outer dimensions above 1, a 5-D transpose and back."""
-    from pipeline.tf_env import keras, tf
+    from pipeline.core.tf_env import keras, tf
 
     x = keras.layers.Conv2D(8, 1)(x)
     x = keras.layers.Lambda(lambda t: tf.transpose(tf.reshape(t, (2, 2, 2, 2, 8)), (1, 0, 2, 3, 4)))(x)
@@ -59,7 +59,7 @@ def five_d(x):
 
 def big_dense(x):
     """About 9 MB of int8 weights: more than the Edge TPU's 8 MiB parameter cache."""
-    from pipeline.tf_env import keras
+    from pipeline.core.tf_env import keras
 
     x = keras.layers.Flatten()(x)
     return keras.layers.Dense(3000)(keras.layers.Dense(3000)(x))

@@ -1,6 +1,6 @@
 """The Android demo's pure-JVM module: compiled and unit-tested with javac + JUnit 4, no Gradle.
 
-Its golden vectors come from ``pipeline.frames`` and the reference model; the second test checks
+Its golden vectors come from ``pipeline.targets.android.frames`` and the reference model; the second test checks
 the committed files still equal what Python produces, so the two sides cannot drift apart silently.
 """
 from __future__ import annotations

@@ -1,14 +1,14 @@
-"""Binarized networks (pipeline/binarize.py): build, a few training steps, weight accounting, LCE."""
+"""Binarized networks (pipeline/stages/binarize.py): build, a few training steps, weight accounting, LCE."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline import binarize
-from pipeline.errors import PipelineError
+from pipeline.stages import binarize
+from pipeline.core.errors import PipelineError
 
-from pipeline.data import ImageSet
-from pipeline.train import FitSettings
+from pipeline.core.data import ImageSet
+from pipeline.stages.train import FitSettings
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_summary_counts_binary_weights_and_packed_size(larq):
 
 
 def test_summary_of_a_float_model_has_no_binary_weights():
-    from pipeline.tf_env import keras
+    from pipeline.core.tf_env import keras
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     summary = binarize.binary_model_summary(model)
@@ -80,7 +80,7 @@ def test_rejects_inputs_too_small_for_the_blocks(larq):
 
 def test_lce_conversion_emits_binary_kernels(larq):
     pytest.importorskip("larq_compute_engine")
-    from pipeline.tflite_file import read_model
+    from pipeline.core.tflite_file import read_model
 
     model = binarize.build_binary_net((16, 16, 3), classes=3, filters=(8, 16))
     flatbuffer = binarize.convert_lce(model)

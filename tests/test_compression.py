@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.tflite_file import read_model
+from pipeline.core.tflite_file import read_model
 from tests.conftest import write_image_folder
 
 TINY_V1 = ["--model", "mobilenet_v1", "--alpha", "0.25", "--input-size", "32", "--batch-size", "16"]
@@ -70,7 +70,7 @@ def test_two_of_every_four_input_channel_weights_are_zero(toolbox_run):
 def test_clusters_survive_pcqat_into_the_int8_file(toolbox_run):
     results = _report(toolbox_run)["results"]
     assert max(results["cluster"]["unique_values"].values()) <= 8
-    from pipeline.cluster import tflite_unique_values
+    from pipeline.stages.cluster import tflite_unique_values
 
     uniques = tflite_unique_values(toolbox_run["out"] / "model_int8.tflite")
     assert uniques and all(u["max_unique_per_channel"] <= 8 for u in uniques.values())
@@ -117,7 +117,7 @@ def test_erk_allocation_keeps_the_overall_target_and_prunes_big_layers_more():
     import math
 
     from keras_models import build_model
-    from pipeline.prune import layer_sparsities
+    from pipeline.stages.prune import layer_sparsities
 
     model = build_model("mobilenet_v1", 64, classes=10, alpha=0.5)
     uniform = layer_sparsities(model, 0.75)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.data import load_dataset, split
-from pipeline.errors import PipelineError
+from pipeline.core.data import load_dataset, split
+from pipeline.core.errors import PipelineError
 from tests.conftest import write_image_folder
 
 
@@ -66,8 +66,8 @@ def test_split_is_stratified_disjoint_and_reproducible():
 
 
 def test_training_batches_mix_every_class_even_when_images_are_stored_class_by_class():
-    from pipeline.data import ImageSet
-    from pipeline.train import make_dataset
+    from pipeline.core.data import ImageSet
+    from pipeline.stages.train import make_dataset
 
     per_class, classes = 2500, 10  # larger than any fixed shuffle buffer a pipeline might pick
     data = ImageSet(np.zeros((per_class * classes, 4, 4, 3), np.uint8),

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.demo import make_test_video
+from pipeline.targets.android.demo import make_test_video
 
 MODEL = "mobilenet_v1_0.25_128_quant.tflite"
 CATS = {"Egyptian cat", "tabby, tabby cat", "tiger cat"}

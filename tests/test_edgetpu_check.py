@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from edgetpu.check import check_model, compiled_cpu_ops
 from edgetpu_models import big_dense, conv_net, convert, five_d, hard_swish_in_middle
 from pipeline.cli import main
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 PAIRS = ["keras_lstm_mnist_ptq", "mobilenet_v1_0.25_128_quant", "mobilenet_v1_0.5_160_quant",
          "mobilenet_v1_0.75_192_quant", "split_concat"]
@@ -41,7 +41,7 @@ def test_older_runtime_leaves_the_lstm_and_everything_after_it_on_the_cpu(refere
 
 
 def test_parameter_estimate_counts_mapped_constants(reference_dir: Path) -> None:
-    from pipeline.tflite_file import read_model
+    from pipeline.core.tflite_file import read_model
 
     path = reference_dir / "mobilenet_v1_0.75_192_quant.tflite"
     report = check_model(path)

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.errors import PipelineError
-from pipeline.export_android import export_android
+from pipeline.core.errors import PipelineError
+from pipeline.targets.android.export import export_android
 
 MODEL = "mobilenet_v1_0.25_128_quant.tflite"
 APP_CONFIG_READER = Path(__file__).resolve().parents[1] / "android_demo/app/src/main/java/org/tflpipe/demo/ModelConfig.kt"

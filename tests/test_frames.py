@@ -1,11 +1,12 @@
-"""pipeline.frames: the bit-exact frame preprocessing the Android app mirrors."""
+"""pipeline.targets.android.frames: the bit-exact frame preprocessing the Android app mirrors."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline import frames
-from pipeline.errors import PipelineError
+from pipeline.targets.android import frames
+from pipeline.core.labels import read_labels
+from pipeline.core.errors import PipelineError
 
 UINT8 = frames.InputSpec(224, 224, "uint8", 1 / 128, 128)
 SPECS = [
@@ -90,6 +91,6 @@ def test_fps_meter_and_input_spec_checks(tmp_path):
     with pytest.raises(PipelineError, match="positive scale"):
         frames.InputSpec(1, 1, "uint8", 0.0)
     (tmp_path / "labels.txt").write_text("a\r\n\n b \n")
-    assert frames.read_labels(tmp_path / "labels.txt") == ["a", "b"]
+    assert read_labels(tmp_path / "labels.txt") == ["a", "b"]
     with pytest.raises(PipelineError, match="not found"):
-        frames.read_labels(tmp_path / "missing.txt")
+        read_labels(tmp_path / "missing.txt")

@@ -12,7 +12,7 @@ import pytest
 
 from keras_models import build_model
 from keras_models.macs import count
-from pipeline.tf_env import keras
+from pipeline.core.tf_env import keras
 
 
 class Published(NamedTuple):

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgetpu_models import conv_net, convert
-from pipeline import nnapi
+from pipeline.targets import nnapi
 from pipeline.cli import main
 
 

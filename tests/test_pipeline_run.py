@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.tflite_file import read_model
+from pipeline.core.tflite_file import read_model
 from tests.conftest import write_image_folder
 
 CLEAN_MOBILENET_V2_OPS = {"CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1, "FULLY_CONNECTED": 1,

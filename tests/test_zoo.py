@@ -14,9 +14,9 @@ from keras_models import ZooError, build_model
 from keras_models.layers import ChannelShuffle, HardSigmoid, HardSwish
 from keras_models.macs import count
 from pipeline.cli import main
-from pipeline.convert import convert
-from pipeline.tf_env import keras, tf
-from pipeline.tflite_file import read_model
+from pipeline.stages.convert import convert
+from pipeline.core.tf_env import keras, tf
+from pipeline.core.tflite_file import read_model
 
 # name -> (knobs, input size) of a small configuration that still has every block of the net.
 TINY = {
@@ -124,7 +124,7 @@ def test_channel_shuffle_int8_is_an_exact_permutation_with_edgetpu_ranks(tmp_pat
     assert set(tfl.op_histogram()) <= {"SPLIT", "RESHAPE", "CONCATENATION"}
     assert all(sum(d > 1 for d in t.shape) <= 3 and t.rank <= 4 for t in tfl.tensors)
 
-    from pipeline.litert import make_interpreter
+    from pipeline.core.litert import make_interpreter
 
     interpreter = make_interpreter(tfl.path)
     interpreter.allocate_tensors()
@@ -228,7 +228,7 @@ def _int8_round_trip(name: str, tmp_path) -> None:
     assert tfl.tensors[tfl.inputs[0]].dtype == tfl.tensors[tfl.outputs[0]].dtype == "int8"
     assert not _edgetpu_problems(tfl), ops
 
-    from pipeline.litert import make_interpreter
+    from pipeline.core.litert import make_interpreter
 
     interpreter = make_interpreter(tfl.path)
     interpreter.allocate_tensors()

@@ -2,7 +2,7 @@
 
 The Java tests in ``imagecore`` read these files and must reproduce the input tensor byte for byte
 and the top-k exactly; ``tests/test_android_jvm.py`` checks the committed files still equal what
-``pipeline.frames`` and the model produce now. Run from the repository root:
+``pipeline.targets.android.frames`` and the model produce now. Run from the repository root:
 
     .venv/bin/python android_demo/tools/make_golden.py
 """
@@ -18,8 +18,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from pipeline import frames  # noqa: E402
-from pipeline.tflite_file import read_model  # noqa: E402
+from pipeline.targets.android import frames  # noqa: E402
+from pipeline.core.labels import read_labels
+from pipeline.core.tflite_file import read_model  # noqa: E402
 
 GOLDEN_DIR = REPO / "android_demo/imagecore/src/test/resources/golden"
 REFERENCE_DIR = REPO.parent / "shared/reference_models"
@@ -56,7 +57,7 @@ def _camera_rgb(source: str, size: tuple[int, int], rotation: int, seed: int) ->
 
 
 def _model_io(model_path: Path) -> tuple[frames.InputSpec, dict, object]:
-    from pipeline.litert import make_interpreter
+    from pipeline.core.litert import make_interpreter
 
     model = read_model(model_path)
     tin, tout = model.input_tensors[0], model.output_tensors[0]
@@ -79,7 +80,7 @@ def _escape(value: str) -> str:
 def build_cases(reference_dir: Path = REFERENCE_DIR) -> dict[str, dict[str, bytes]]:
     """Every golden file's content (uncompressed), keyed by case name then file suffix."""
     spec_model, out_info, interpreter = _model_io(reference_dir / MODEL)
-    labels = frames.read_labels(reference_dir / LABELS)
+    labels = read_labels(reference_dir / LABELS)
     cases: dict[str, dict[str, bytes]] = {}
     for seed, (name, source, size, pixel_stride, padding, rotation, spec) in enumerate(_CASES):
         rgb_frame = _camera_rgb(source, size, rotation, seed)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.core.labels import parse_labels
 
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
@@ -217,10 +218,6 @@ def _parse_metadata(buffer: bytes | None, files: dict[str, bytes]) -> dict:
                 result["labels_file"] = name
                 result["labels"] = parse_labels(files[name].decode("utf-8"))
     return result
-
-
-def parse_labels(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _text(value: bytes | str | None) -> str:

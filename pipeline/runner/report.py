@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import RunConfig
-from pipeline.fsutil import atomic_path, write_json, write_text
+from pipeline.runner.config import RunConfig
+from pipeline.core.fsutil import atomic_path, write_json, write_text
 
 STAGE_TITLES = {
     "keras_teacher": "Keras teacher",

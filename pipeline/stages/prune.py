@@ -20,13 +20,12 @@ import math
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from pipeline.data import ImageSet
-from pipeline.config import PRUNE_ALLOCATIONS, parse_pattern
-from pipeline.errors import PipelineError
-from pipeline.tf_env import keras
-from pipeline.train import Distillation, FitSettings, fit, recalibrate_batchnorm
+from pipeline.core.data import ImageSet
+from pipeline.stages.options import PRUNE_ALLOCATIONS, XNNPACK_MIN_SPARSITY, parse_pattern
+from pipeline.core.errors import PipelineError
+from pipeline.core.tf_env import keras
+from pipeline.stages.train import Distillation, FitSettings, fit, recalibrate_batchnorm
 
-XNNPACK_MIN_SPARSITY = 2 / 3  # XNNPACK runs a subgraph sparse only when 2/3 of its 1x1 weights are zero
 
 
 def _prunable(layer: keras.layers.Layer) -> bool:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import emit, json_option
-from pipeline.errors import PipelineError
+from pipeline.cli.common import emit, json_option
+from pipeline.core.errors import PipelineError
 
 
 def _pick_source(video: str | None, camera: int | None, images: str | None):
-    from pipeline import demo
+    from pipeline.targets.android import demo
 
     chosen = [name for name, value in (("--video", video), ("--camera", camera), ("--images", images)) if value is not None]
     if len(chosen) != 1:
@@ -32,7 +32,7 @@ class _Display:
     def __call__(self, frame, result) -> None:
         import cv2
 
-        from pipeline.demo import annotate
+        from pipeline.targets.android.demo import annotate
 
         if self.window:
             try:
@@ -62,7 +62,7 @@ class _Display:
 @json_option
 def demo_command(video, camera, images, model_source, threads, overlap, max_frames, top_k, threshold, rotation, headless, as_json):
     """Classify video, camera or image frames live, with the Android app's preprocessing; report FPS."""
-    from pipeline import demo
+    from pipeline.targets.android import demo
 
     if threads < 1:
         raise PipelineError(f"--threads must be at least 1, got {threads}")
@@ -100,7 +100,7 @@ def export_group() -> None:
 @json_option
 def export_android_command(run_dir: str, out_dir: str | None, as_json: bool):
     """Copy RUN_DIR's int8 model and labels into the Android demo's assets with a model_config.json."""
-    from pipeline.export_android import export_android
+    from pipeline.targets.android.export import export_android
 
     result = export_android(run_dir, out_dir)
     emit(result, as_json, lambda r: (

@@ -8,9 +8,9 @@ import click
 from edgetpu import check as tpu_check
 from edgetpu import compiler, deploy as board_deploy, runtime
 from edgetpu.rules import LATEST_RUNTIME
-from pipeline import nnapi
-from pipeline.cli import emit, json_option
-from pipeline.tflite_file import parse_labels
+from pipeline.targets import nnapi
+from pipeline.cli.common import emit, json_option
+from pipeline.core.labels import read_labels
 
 _model = click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 
@@ -56,7 +56,7 @@ def compile_cmd(models: tuple[Path, ...], out_dir: Path, min_runtime: int | None
 @json_option
 def run_cmd(model: Path, image: Path, labels: Path | None, top_k: int, as_json: bool) -> None:
     """Classify IMAGE on an attached Edge TPU."""
-    names = parse_labels(labels.read_text(encoding="utf-8")) if labels else None
+    names = read_labels(labels) if labels else None
     data = runtime.run_image(model, image, names, top_k)
     emit(data, as_json, lambda d: "\n".join(f"{t['label']}: {t['score']:.3f}" for t in d["top"]))
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # what folders of images may hold
 BUILTIN_DATASETS = ("builtin:digits",)
 DEFAULT_DATA = "builtin:digits"
 

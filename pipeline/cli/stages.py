@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import emit, json_option
-from pipeline.config import CENTROID_INITS, CONVERT_MODES, PRUNE_ALLOCATIONS, PTQ_MODES, TARGETS
-from pipeline.data import load_dataset, load_image, mirror_safe, split
-from pipeline.errors import PipelineError
+from pipeline.cli.common import emit, json_option
+from pipeline.runner.config import CENTROID_INITS, CONVERT_MODES, PRUNE_ALLOCATIONS, PTQ_MODES, TARGETS
+from pipeline.core.data import load_dataset, load_image, mirror_safe, split
+from pipeline.core.errors import PipelineError
 
 _existing = click.Path(exists=True, dir_okay=False, path_type=Path)
 _existing_any = click.Path(exists=True, path_type=Path)
@@ -94,8 +94,8 @@ def run(config_path, out, restart, quiet, as_json, targets, **flags):
 
     Re-running with the same settings resumes at the first unfinished stage.
     """
-    from pipeline.config import load_config
-    from pipeline.run import run_pipeline
+    from pipeline.runner.config import load_config
+    from pipeline.runner.run import run_pipeline
 
     _setup_logging(quiet)
     if targets:
@@ -103,7 +103,7 @@ def run(config_path, out, restart, quiet, as_json, targets, **flags):
     flags["ptq_modes"] = list(flags["ptq_modes"]) or None
     config = load_config(config_path, flags)
     state = run_pipeline(config, out, restart=restart)
-    from pipeline.report import summary_rows, target_lines
+    from pipeline.runner.report import summary_rows, target_lines
 
     targets = {name: state["results"][name] for name in TARGETS if name in state["results"]}
     emit({"out": str(out), "stages_done": state["done"], "summary": summary_rows(state), "targets": targets},
@@ -128,7 +128,7 @@ def _load_split(data: str, size: int, validation_split: float, seed: int):
 
 
 def _save(model, out: Path) -> None:
-    from pipeline.fsutil import atomic_path
+    from pipeline.core.fsutil import atomic_path
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
@@ -143,8 +143,8 @@ def _save(model, out: Path) -> None:
 def train(out, as_json, **flags):
     """Train the float Keras model alone (from a teacher with --teacher) and save it."""
     from keras_models import build_model
-    from pipeline.config import load_config
-    from pipeline.train import FitSettings, fit, keras_accuracy, recalibrate_batchnorm
+    from pipeline.runner.config import load_config
+    from pipeline.stages.train import FitSettings, fit, keras_accuracy, recalibrate_batchnorm
 
     _setup_logging()
     c = load_config(None, flags)
@@ -161,8 +161,8 @@ def train(out, as_json, **flags):
 
 def _load_teacher(c):
     """The saved teacher model of ``--teacher`` as a Distillation, or None."""
-    from pipeline.convert import load_keras_model
-    from pipeline.train import Distillation
+    from pipeline.stages.convert import load_keras_model
+    from pipeline.stages.train import Distillation
 
     if c.teacher is None:
         return None
@@ -174,8 +174,8 @@ def _load_teacher(c):
 
 def _fine_tuning(model_path: Path, data: str, epochs: int, learning_rate: float):
     """What a verb that fine-tunes a saved model needs: the model, its data split and the fit settings."""
-    from pipeline.convert import load_keras_model
-    from pipeline.train import FitSettings
+    from pipeline.stages.convert import load_keras_model
+    from pipeline.stages.train import FitSettings
 
     _setup_logging()
     model = load_keras_model(model_path)
@@ -201,8 +201,8 @@ def _data_option(func):
 @json_option
 def prune(model_path, data, sparsity, pattern, allocation, epochs, learning_rate, out, as_json):
     """Magnitude-prune a Keras model to a target sparsity (PolynomialDecay), then strip the wrappers."""
-    from pipeline.prune import measured_sparsity, prune as prune_model
-    from pipeline.train import keras_accuracy
+    from pipeline.stages.prune import measured_sparsity, prune as prune_model
+    from pipeline.stages.train import keras_accuracy
 
     model, tr, val, settings = _fine_tuning(model_path, data, epochs, learning_rate)
     pruned = prune_model(model, tr, val, sparsity, settings, pattern, allocation=allocation)
@@ -224,10 +224,10 @@ def prune(model_path, data, sparsity, pattern, allocation, epochs, learning_rate
 @json_option
 def qat(model_path, data, epochs, learning_rate, preserve_sparsity, preserve_clusters, out, as_json):
     """Quantization-aware training of a Keras model (PQAT, CQAT or PCQAT when it is pruned and/or clustered)."""
-    from pipeline.cluster import keras_unique_values
-    from pipeline.prune import measured_sparsity
-    from pipeline.qat import SCHEMES, qat as qat_model
-    from pipeline.train import keras_accuracy
+    from pipeline.stages.cluster import keras_unique_values
+    from pipeline.stages.prune import measured_sparsity
+    from pipeline.stages.qat import SCHEMES, qat as qat_model
+    from pipeline.stages.train import keras_accuracy
 
     model, tr, val, settings = _fine_tuning(model_path, data, epochs, learning_rate)
     if preserve_sparsity is None:
@@ -253,9 +253,9 @@ def qat(model_path, data, epochs, learning_rate, preserve_sparsity, preserve_clu
 @json_option
 def cluster(model_path, data, clusters, centroid_init, epochs, learning_rate, out, as_json):
     """Cluster a Keras model's weights (weight sharing), fine-tune, strip; keeps the zeros of a pruned model."""
-    from pipeline.cluster import cluster as cluster_model, keras_unique_values
-    from pipeline.prune import measured_sparsity
-    from pipeline.train import keras_accuracy
+    from pipeline.stages.cluster import cluster as cluster_model, keras_unique_values
+    from pipeline.stages.prune import measured_sparsity
+    from pipeline.stages.train import keras_accuracy
 
     model, tr, val, settings = _fine_tuning(model_path, data, epochs, learning_rate)
     sparse = measured_sparsity(model)["sparsity"] > 0.05
@@ -280,12 +280,12 @@ def cluster(model_path, data, clusters, centroid_init, epochs, learning_rate, ou
 @json_option
 def convert(model_path, mode, representative_data, io_dtype, qat_base, out, as_json):
     """Convert a .keras/.h5/SavedModel to TFLite (float32, PTQ/QAT int8, or another post-training mode)."""
-    from pipeline.convert import CALIBRATED_MODES, FULL_INT8_MODES, convert as convert_model, float_ops, load_keras_model
-    from pipeline.fsutil import write_bytes
+    from pipeline.stages.convert import CALIBRATED_MODES, FULL_INT8_MODES, convert as convert_model, float_ops, load_keras_model
+    from pipeline.core.fsutil import write_bytes
 
     if qat_base is not None:
-        from pipeline.prune import measured_sparsity
-        from pipeline.qat import load_qat
+        from pipeline.stages.prune import measured_sparsity
+        from pipeline.stages.qat import load_qat
 
         base = load_keras_model(qat_base)
         model = load_qat(model_path, base, measured_sparsity(base)["sparsity"] > 0.05, True)
@@ -313,9 +313,9 @@ def convert(model_path, mode, representative_data, io_dtype, qat_base, out, as_j
 @json_option
 def quant_debug(model_path, representative_data, top, selective_float, out, as_json):
     """Per-layer int8 error of a Keras model (QuantizationDebugger), worst first; optionally selective int8."""
-    from pipeline.convert import float_ops, load_keras_model
-    from pipeline.fsutil import write_bytes
-    from pipeline.quant_debug import EDGETPU_NOTE, layer_errors, selective_quantize
+    from pipeline.stages.convert import float_ops, load_keras_model
+    from pipeline.core.fsutil import write_bytes
+    from pipeline.stages.quant_debug import EDGETPU_NOTE, layer_errors, selective_quantize
 
     if selective_float and out is None:
         raise click.UsageError("--selective-float needs --out for the selective int8 model")
@@ -350,10 +350,11 @@ def quant_debug(model_path, representative_data, top, selective_float, out, as_j
 @json_option
 def metadata(model_path, labels_path, mean, std, out, as_json):
     """Write labels and normalization metadata into any image-classifier .tflite."""
-    from pipeline.metadata import write_metadata
-    from pipeline.tflite_file import parse_labels, read_model
+    from pipeline.stages.metadata import write_metadata
+    from pipeline.core.labels import read_labels
+    from pipeline.core.tflite_file import read_model
 
-    target = write_metadata(model_path, parse_labels(labels_path.read_text()), out, mean, std)
+    target = write_metadata(model_path, read_labels(labels_path), out, mean, std)
     emit({"model": str(target), "metadata": read_model(target).metadata}, as_json, lambda d: f"wrote metadata into {d['model']}")
 
 
@@ -362,7 +363,7 @@ def metadata(model_path, labels_path, mean, std, out, as_json):
 @json_option
 def inspect(model_path, as_json):
     """Op histogram, tensor types, I/O quantization and metadata of any .tflite file."""
-    from pipeline.inspect import inspect_model, inspect_text
+    from pipeline.core.describe import inspect_model, inspect_text
 
     emit(inspect_model(model_path), as_json, inspect_text)
 
@@ -374,7 +375,7 @@ def inspect(model_path, as_json):
 @json_option
 def evaluate(model_path, data, threads, as_json):
     """Top-1 accuracy of a .tflite classifier on an image folder."""
-    from pipeline.litert import Classifier, evaluate as evaluate_model
+    from pipeline.core.litert import Classifier, evaluate as evaluate_model
 
     size = Classifier.load(model_path).input_size[0]
     result = evaluate_model(model_path, load_dataset(data, size, progress=True), threads=threads, progress=True)
@@ -389,8 +390,8 @@ def evaluate(model_path, data, threads, as_json):
 @json_option
 def benchmark(model_path, threads, runs, warmup, as_json):
     """Median LiteRT latency of any .tflite model."""
-    from pipeline.litert import benchmark as bench
-    from pipeline.tflite_file import read_model
+    from pipeline.core.litert import benchmark as bench
+    from pipeline.core.tflite_file import read_model
 
     read_model(model_path)  # one-line errors for missing or damaged files
     if runs < 1:
@@ -407,7 +408,7 @@ def benchmark(model_path, threads, runs, warmup, as_json):
 @json_option
 def predict(model_path, images, top_k, threads, as_json):
     """Top-k classes of images, with labels from the model's metadata."""
-    from pipeline.litert import Classifier
+    from pipeline.core.litert import Classifier
 
     clf = Classifier.load(model_path, threads)
     h, w = clf.input_size
@@ -441,9 +442,9 @@ def predict(model_path, images, top_k, threads, as_json):
 @json_option
 def binarize_verb(data, input_size, filters, float_stem, epochs, learning_rate, batch_size, validation_split, seed, out, as_json):
     """Train a binarized net (1-bit weights and activations, larq) and convert it for Larq Compute Engine."""
-    from pipeline.binarize import BINARY_FIT, binarize
-    from pipeline.fsutil import ensure_writable_dir
-    from pipeline.train import FitSettings
+    from pipeline.stages.binarize import BINARY_FIT, binarize
+    from pipeline.core.fsutil import ensure_writable_dir
+    from pipeline.stages.train import FitSettings
 
     try:
         widths = tuple(int(f) for f in filters.split(","))

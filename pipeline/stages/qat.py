@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import tensorflow_model_optimization as tfmot
 
-from pipeline.data import ImageSet
-from pipeline.errors import PipelineError
-from pipeline.tf_env import keras
-from pipeline.train import Distillation, FitSettings, fit
+from pipeline.core.data import ImageSet
+from pipeline.core.errors import PipelineError
+from pipeline.stages.options import QAT_SCHEMES
+from pipeline.core.tf_env import keras
+from pipeline.stages.train import Distillation, FitSettings, fit
 
-SCHEMES = {(False, False): "QAT", (True, False): "PQAT", (False, True): "CQAT", (True, True): "PCQAT"}
 
 
 def custom_objects() -> dict:
@@ -66,6 +66,6 @@ def load_qat(path, base: keras.Model, preserve_sparsity: bool, preserve_clusters
     try:
         wrapped.load_weights(path)
     except ValueError as exc:
-        raise PipelineError(f"{path} does not hold the weights of {SCHEMES[preserve_sparsity, preserve_clusters]} "
+        raise PipelineError(f"{path} does not hold the weights of {QAT_SCHEMES[preserve_sparsity, preserve_clusters]} "
                             f"on this base model: {str(exc).splitlines()[0]}") from None
     return wrapped

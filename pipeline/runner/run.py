@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.config import CONVERSION_SETTINGS, TARGET_SETTINGS, RunConfig
-from pipeline.errors import PipelineError
-from pipeline.fsutil import atomic_path, ensure_writable_dir, write_bytes, write_json, write_text
+from pipeline.runner.config import CONVERSION_SETTINGS, TARGET_SETTINGS, RunConfig
+from pipeline.core.errors import PipelineError
+from pipeline.core.fsutil import atomic_path, ensure_writable_dir, write_bytes, write_json, write_text
 
 log = logging.getLogger("tflpipe")
 
@@ -49,7 +49,7 @@ class RunContext:
 
     @cached_property
     def datasets(self):
-        from pipeline.data import load_dataset, split
+        from pipeline.core.data import load_dataset, split
 
         data = load_dataset(self.config.data, self.config.input_size, progress=True)
         if data.skipped:
@@ -60,7 +60,7 @@ class RunContext:
 
     @property
     def flip(self) -> bool:
-        from pipeline.data import mirror_safe
+        from pipeline.core.data import mirror_safe
 
         return self.config.flip and mirror_safe(self.config.data)
 
@@ -74,10 +74,10 @@ class RunContext:
         return target
 
     def load_keras(self, key: str):
-        from pipeline.convert import load_keras_model
+        from pipeline.stages.convert import load_keras_model
 
         if key == "qat" and self.config.cluster:
-            from pipeline.qat import load_qat
+            from pipeline.stages.qat import load_qat
 
             return load_qat(self.path(KERAS_FILES[key]), self.load_keras("clustered"), self.pruned, True)
         return load_keras_model(self.path(KERAS_FILES[key]))
@@ -94,8 +94,8 @@ class RunContext:
     @cached_property
     def distillation(self):
         """The teacher's guidance for every training stage, or None without --teacher."""
-        from pipeline.convert import load_keras_model
-        from pipeline.train import Distillation
+        from pipeline.stages.convert import load_keras_model
+        from pipeline.stages.train import Distillation
 
         c = self.config
         if c.teacher is None:
@@ -105,7 +105,7 @@ class RunContext:
 
 
 def _fit_settings(ctx: RunContext, epochs: int, lr: float, weight_decay: float, warmup: float = 0.0):
-    from pipeline.train import FitSettings
+    from pipeline.stages.train import FitSettings
 
     c = ctx.config
     return FitSettings(epochs=epochs, learning_rate=lr, batch_size=c.batch_size, weight_decay=weight_decay,
@@ -116,7 +116,7 @@ def _fit_settings(ctx: RunContext, epochs: int, lr: float, weight_decay: float, 
 def _train_float(ctx: RunContext, name: str, knobs: dict, epochs: int, key: str, weights: str | None = None,
                  distill=None) -> dict:
     from keras_models import build_model
-    from pipeline.train import fit, keras_accuracy, recalibrate_batchnorm
+    from pipeline.stages.train import fit, keras_accuracy, recalibrate_batchnorm
 
     c = ctx.config
     train, val = ctx.datasets
@@ -146,8 +146,8 @@ def stage_train(ctx: RunContext) -> dict:
 
 
 def stage_prune(ctx: RunContext) -> dict:
-    from pipeline.prune import measured_sparsity, prune
-    from pipeline.train import keras_accuracy
+    from pipeline.stages.prune import measured_sparsity, prune
+    from pipeline.stages.train import keras_accuracy
 
     c = ctx.config
     train, val = ctx.datasets
@@ -160,9 +160,9 @@ def stage_prune(ctx: RunContext) -> dict:
 
 
 def stage_cluster(ctx: RunContext) -> dict:
-    from pipeline.cluster import cluster, keras_unique_values
-    from pipeline.prune import measured_sparsity
-    from pipeline.train import keras_accuracy
+    from pipeline.stages.cluster import cluster, keras_unique_values
+    from pipeline.stages.prune import measured_sparsity
+    from pipeline.stages.train import keras_accuracy
 
     c = ctx.config
     train, val = ctx.datasets
@@ -175,8 +175,8 @@ def stage_cluster(ctx: RunContext) -> dict:
 
 
 def stage_qat(ctx: RunContext) -> dict:
-    from pipeline.qat import SCHEMES, qat
-    from pipeline.train import keras_accuracy
+    from pipeline.stages.qat import SCHEMES, qat
+    from pipeline.stages.train import keras_accuracy
 
     c = ctx.config
     train, val = ctx.datasets
@@ -189,7 +189,7 @@ def stage_qat(ctx: RunContext) -> dict:
 
 
 def stage_convert(ctx: RunContext) -> dict:
-    from pipeline.convert import FULL_INT8_MODES, convert, float_ops
+    from pipeline.stages.convert import FULL_INT8_MODES, convert, float_ops
 
     c = ctx.config
     train, _ = ctx.datasets
@@ -216,8 +216,8 @@ def stage_convert(ctx: RunContext) -> dict:
 
 def stage_quant_debug(ctx: RunContext) -> dict:
     """Per-layer int8 error of the final float model; with --selective-float, an int8 file keeping the worst in float."""
-    from pipeline.convert import float_ops
-    from pipeline.quant_debug import EDGETPU_NOTE, layer_errors, selective_quantize
+    from pipeline.stages.convert import float_ops
+    from pipeline.stages.quant_debug import EDGETPU_NOTE, layer_errors, selective_quantize
 
     c = ctx.config
     train, _ = ctx.datasets
@@ -235,10 +235,10 @@ def stage_quant_debug(ctx: RunContext) -> dict:
 
 
 def stage_metadata(ctx: RunContext) -> dict:
-    from pipeline.metadata import write_metadata
-    from pipeline.tflite_file import parse_labels
+    from pipeline.stages.metadata import write_metadata
+    from pipeline.core.labels import read_labels
 
-    labels = parse_labels(ctx.path(LABELS_FILE).read_text())
+    labels = read_labels(ctx.path(LABELS_FILE))
     written = []
     for key, name in TFLITE_FILES.items():
         if ctx.path(name).exists():
@@ -249,8 +249,8 @@ def stage_metadata(ctx: RunContext) -> dict:
 
 
 def stage_evaluate(ctx: RunContext) -> dict:
-    from pipeline.litert import benchmark, evaluate
-    from pipeline.train import keras_accuracy
+    from pipeline.core.litert import benchmark, evaluate
+    from pipeline.stages.train import keras_accuracy
 
     _, val = ctx.datasets
     stages: dict[str, dict] = {}
@@ -266,7 +266,7 @@ def stage_evaluate(ctx: RunContext) -> dict:
                  "size_bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9)),
                  "weight_sparsity": tflite_weight_sparsity(path)}
         if key == "int8" and ctx.config.cluster:
-            from pipeline.cluster import tflite_unique_values
+            from pipeline.stages.cluster import tflite_unique_values
 
             clustered = [u for u in tflite_unique_values(path).values() if u["weights"] >= ctx.config.cluster_min_weights]
             entry["max_unique_per_channel"] = max(u["max_unique_per_channel"] for u in clustered)
@@ -311,7 +311,7 @@ def stage_edgetpu(ctx: RunContext) -> dict:
 
 def stage_nnapi(ctx: RunContext) -> dict:
     """Which ops of the deployable model Android's NNAPI delegate takes, by API level."""
-    from pipeline.nnapi import check_model
+    from pipeline.targets.nnapi import check_model
 
     result = check_model(ctx.path(TFLITE_FILES["int8"]), api_level=ctx.config.nnapi_api_level)
     if result["cpu_ops"]:
@@ -322,14 +322,14 @@ def stage_nnapi(ctx: RunContext) -> dict:
 
 def stage_android(ctx: RunContext) -> dict:
     """The Android demo's assets (model, labels, model_config.json) in the run folder, ready to copy."""
-    from pipeline.export_android import export_android
+    from pipeline.targets.android.export import export_android
 
     return export_android(ctx.out, ctx.path(ANDROID_DIR))
 
 
 def tflite_weight_sparsity(path: Path) -> float:
     """Fraction of conv/FC kernel values in a .tflite file that encode exactly zero."""
-    from pipeline.tflite_file import read_model
+    from pipeline.core.tflite_file import read_model
 
     model = read_model(path)
     kernel_ids = {op.inputs[1] for op in model.operators if op.name in ("CONV_2D", "FULLY_CONNECTED") and len(op.inputs) > 1}
@@ -379,7 +379,7 @@ def run_pipeline(config: RunConfig, out: str | Path, restart: bool = False) -> d
         if changed:  # only conversion settings: keep the trained models, redo conversion onwards
             later = [name for name, _, _ in STAGES[[n for n, _, _ in STAGES].index("convert"):]]
             state["done"] = [name for name in state["done"] if name not in later]
-    from pipeline.report import write_report
+    from pipeline.runner.report import write_report
 
     ctx = RunContext(config, out, state)
     for name, stage, enabled in STAGES:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli import emit, json_option
+from pipeline.cli.common import emit, json_option
 
 
 @click.group()

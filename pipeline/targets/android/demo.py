@@ -1,4 +1,4 @@
-"""The phone app's frame loop on this machine: OpenCV capture, ``pipeline.frames`` preprocessing, LiteRT.
+"""The phone app's frame loop on this machine: OpenCV capture, ``pipeline.targets.android.frames`` preprocessing, LiteRT.
 
 It measures what a phone demo has to achieve (frames per second end to end, and where a frame's
 time goes) with exactly the preprocessing the Android app mirrors. With two or more threads one of
@@ -16,10 +16,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pipeline import frames
-from pipeline.errors import PipelineError
+from pipeline.targets.android import frames
+from pipeline.core.labels import read_labels
+from pipeline.core.data import IMAGE_SUFFIXES
+from pipeline.core.errors import PipelineError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 RUN_DIR_MODEL, RUN_DIR_LABELS = "model_int8.tflite", "labels.txt"
 
 
@@ -82,7 +83,7 @@ def input_spec(classifier) -> frames.InputSpec:
 
 def load_model(source: str | Path, threads: int = 1) -> DemoModel:
     """Load a RUN_DIR's int8 model and labels, or any image-classifier .tflite (labels from its metadata)."""
-    from pipeline.litert import Classifier
+    from pipeline.core.litert import Classifier
 
     path, labels_path = resolve_model(source)
     clf = Classifier.load(path, threads)
@@ -93,7 +94,7 @@ def load_model(source: str | Path, threads: int = 1) -> DemoModel:
     out = clf.model.output_tensors[0]
     if out.dtype not in ("uint8", "int8", "float32"):
         raise PipelineError(f"{path.name} has a {out.dtype} output; an image classifier's scores are uint8, int8 or float32")
-    labels = frames.read_labels(labels_path) if labels_path else clf.labels
+    labels = read_labels(labels_path) if labels_path else clf.labels
     quantized = out.dtype != "float32"
     return DemoModel(
         path, clf.interpreter, spec, out.dtype,

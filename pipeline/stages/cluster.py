@@ -3,20 +3,20 @@
 Each convolution and the classifier keep only ``clusters`` distinct weight values (the centroids),
 fine-tuned with the net; gzip then stores each weight in about log2(clusters) bits. On a pruned
 model, sparsity-preserving clustering keeps the zeros as their own cluster. CQAT/PCQAT in
-``pipeline.qat`` keep the sharing through QAT, and ``tflite_unique_values`` shows it survived int8.
+``pipeline.stages.qat`` keep the sharing through QAT, and ``tflite_unique_values`` shows it survived int8.
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from pipeline.data import ImageSet
-from pipeline.errors import PipelineError
-from pipeline.prune import _prunable
-from pipeline.tf_env import keras
-from pipeline.train import Distillation, FitSettings, fit, recalibrate_batchnorm
+from pipeline.core.data import ImageSet
+from pipeline.core.errors import PipelineError
+from pipeline.stages.options import CENTROID_INITS
+from pipeline.stages.prune import _prunable
+from pipeline.core.tf_env import keras
+from pipeline.stages.train import Distillation, FitSettings, fit, recalibrate_batchnorm
 
-_INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM"}
 
 
 def cluster(model: keras.Model, train: ImageSet, val: ImageSet | None, clusters: int, settings: FitSettings,
@@ -29,9 +29,9 @@ def cluster(model: keras.Model, train: ImageSet, val: ImageSet | None, clusters:
     """
     if not 2 <= clusters <= 256:
         raise PipelineError(f"--cluster must be between 2 and 256 (an int8 kernel has 256 values), got {clusters}")
-    if init not in _INITS:
-        raise PipelineError(f"unknown centroid initialization {init!r}; choose from {', '.join(_INITS)}")
-    centroid_init = getattr(tfmot.clustering.keras.CentroidInitialization, _INITS[init])
+    if init not in CENTROID_INITS:
+        raise PipelineError(f"unknown centroid initialization {init!r}; choose from {', '.join(CENTROID_INITS)}")
+    centroid_init = getattr(tfmot.clustering.keras.CentroidInitialization, CENTROID_INITS[init])
 
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
         # A kernel with fewer weights than clusters has nothing to share.
@@ -61,7 +61,7 @@ def tflite_unique_values(path) -> dict[str, dict]:
     Per-channel int8 quantization gives each output channel its own scale, so shared float
     centroids show as at most ``clusters`` codes within a channel, not within the whole tensor.
     """
-    from pipeline.tflite_file import read_model
+    from pipeline.core.tflite_file import read_model
 
     model = read_model(path)
     result = {}

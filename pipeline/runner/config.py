@@ -8,30 +8,11 @@ from typing import Any
 
 import yaml
 
-from pipeline.data import DEFAULT_DATA
-from pipeline.errors import PipelineError
-from pipeline.nnapi import MAX_API, MIN_API
-
-TARGETS = ("edgetpu", "nnapi", "android")
-PTQ_MODES = ("dynamic", "float16", "int16x8")
-CONVERT_MODES = ("float32", "ptq_int8", "qat_int8", *PTQ_MODES, "sparse_float32")  # see pipeline.convert
-PRUNE_ALLOCATIONS = ("uniform", "erk")  # how an unstructured sparsity target spreads over the layers (pipeline.prune)
-CENTROID_INITS = ("kmeans++", "linear", "density", "random")  # TF-MOT's clustering centroid initializations
-# Settings of the deployment-target stages, which run after the models exist: changing them resumes a run.
-TARGET_SETTINGS = ("targets", "allow_cpu_ops", "nnapi_api_level")
-# Settings that change only the converted files: changing them redoes conversion onwards, not training.
-CONVERSION_SETTINGS = ("io_dtype", "ptq_modes", "quant_debug", "selective_float", "benchmark_runs")
-
-
-def parse_pattern(pattern: str) -> tuple[int, int] | str:
-    """``"unstructured"``/``"xnnpack"`` as they are, ``"2:4"`` as the tuple (2, 4); anything else is an error."""
-    if pattern in ("unstructured", "xnnpack"):
-        return pattern
-    m, sep, n = pattern.partition(":")
-    if sep and m.isdigit() and n.isdigit() and 0 < int(m) < int(n):
-        return int(m), int(n)
-    raise PipelineError(f"unknown prune pattern {pattern!r}; use unstructured, xnnpack or m:n such as 2:4")
-
+from pipeline.core.data import DEFAULT_DATA
+from pipeline.core.errors import PipelineError
+from pipeline.stages.options import CENTROID_INITS, EXTRA_MODES, IO_DTYPES, PRUNE_ALLOCATIONS, parse_pattern
+from pipeline.targets import TARGETS
+from pipeline.targets.nnapi import MAX_API, MIN_API
 
 @dataclass
 class RunConfig:

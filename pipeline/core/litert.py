@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data import ImageSet
-from pipeline.errors import PipelineError
-from pipeline.tflite_file import TFLiteModel, read_model
+from pipeline.core.data import ImageSet
+from pipeline.core.errors import PipelineError
+from pipeline.core.tflite_file import TFLiteModel, read_model
 
 DEFAULT_MEAN = DEFAULT_STD = 127.5
 

@@ -11,26 +11,23 @@ float input/output and (some) float math, so they suit CPUs and GPUs but not the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from pipeline.config import CONVERT_MODES
-from pipeline.data import normalize
-from pipeline.errors import PipelineError
-from pipeline.tf_env import keras, tf
+from pipeline.core.data import normalize
+from pipeline.core.errors import PipelineError
+from pipeline.stages.options import CONVERSION_MODES, IO_DTYPES
 
-MODES = CONVERT_MODES
-FULL_INT8_MODES = ("ptq_int8", "qat_int8")
-CALIBRATED_MODES = (*FULL_INT8_MODES, "int16x8")
-IO_DTYPES = ("uint8", "int8")
-
+if TYPE_CHECKING:
+    from pipeline.core.tf_env import keras
 
 def load_keras_model(path: str | Path) -> keras.Model:
     """Load a ``.keras``/``.h5`` file or SavedModel folder, QAT-wrapped ones and zoo custom layers included."""
     import tensorflow_model_optimization as tfmot
 
-    from pipeline.qat import custom_objects
+    from pipeline.core.tf_env import keras
+    from pipeline.stages.qat import custom_objects
 
     path = Path(path)
     if not path.exists():
@@ -46,7 +43,7 @@ def load_keras_model(path: str | Path) -> keras.Model:
         raise PipelineError(f"cannot load Keras model {path}: {reason}") from None
 
 
-def representative_dataset(images: np.ndarray, count: int = 200) -> callable:
+def representative_dataset(images: np.ndarray, count: int = 200) -> Callable[[], Iterator[list[np.ndarray]]]:
     """Calibration samples for the converter, normalized exactly as in training."""
     chosen = images[np.random.default_rng(0).permutation(len(images))[:count]]
 
@@ -63,32 +60,24 @@ def convert(
     calibration_images: np.ndarray | None = None,
     io_dtype: str = "uint8",
 ) -> bytes:
-    """Return the flatbuffer of ``model`` converted in ``mode`` (see MODES).
+    """Return the flatbuffer of ``model`` converted in ``mode`` (a key of :data:`CONVERSION_MODES`).
 
-    ``calibration_images`` (uint8, N x H x W x 3) are required for the calibrated modes
-    (``CALIBRATED_MODES``); ``io_dtype`` is the full-int8 models' input/output type.
+    ``calibration_images`` (uint8, N x H x W x 3) are required for the calibrated modes; ``io_dtype``
+    is the full-int8 models' input/output type.
     """
-    if mode not in MODES:
-        raise PipelineError(f"unknown conversion mode {mode!r}; choose one of {', '.join(MODES)}")
+    from pipeline.core.tf_env import tf
+
+    spec = CONVERSION_MODES.get(mode)
+    if spec is None:
+        raise PipelineError(f"unknown conversion mode {mode!r}; choose one of {', '.join(CONVERSION_MODES)}")
     if io_dtype not in IO_DTYPES:
         raise PipelineError(f"integer I/O type must be one of {', '.join(IO_DTYPES)}, got {io_dtype!r}")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if mode in CALIBRATED_MODES:
+    if spec.calibrated:
         check_calibration_images(model, calibration_images, mode)
         converter.representative_dataset = representative_dataset(calibration_images)
-    if mode == "sparse_float32":
-        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    elif mode != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif mode == "int16x8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    elif mode in FULL_INT8_MODES:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        dtype = tf.uint8 if io_dtype == "uint8" else tf.int8
-        converter.inference_input_type = dtype
-        converter.inference_output_type = dtype
+    if spec.configure is not None:
+        spec.configure(converter, tf, io_dtype)
     return run_converter(converter, mode)
 
 
@@ -112,7 +101,7 @@ def run_converter(converter, mode: str) -> bytes:
 
 def float_ops(path: str | Path) -> list[str]:
     """Ops of a converted integer model that compute in float (should be none after full-int8)."""
-    from pipeline.tflite_file import read_model
+    from pipeline.core.tflite_file import read_model
 
     model = read_model(path)
     found = set()

@@ -32,10 +32,10 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.data import ImageSet
-from pipeline.errors import PipelineError
-from pipeline.tf_env import keras, tf
-from pipeline.train import FitSettings, fit
+from pipeline.core.data import ImageSet
+from pipeline.core.errors import PipelineError
+from pipeline.core.tf_env import keras, tf
+from pipeline.stages.train import FitSettings, fit
 
 INSTALL_HINT = "pip install --no-deps larq terminaltables larq-compute-engine"
 
@@ -130,7 +130,7 @@ def build_binary_net(input_shape: Sequence[int] = (32, 32, 3), classes: int = 10
 
 def train_binary(model: keras.Model, train: ImageSet, val: ImageSet | None = None,
                  settings: FitSettings | None = None, callbacks=()) -> dict:
-    """Train a binarized model in place with the pipeline's loop (:func:`pipeline.train.fit`).
+    """Train a binarized model in place with the pipeline's loop (:func:`pipeline.stages.train.fit`).
 
     ``settings`` defaults to :data:`BINARY_FIT`; decoupled weight decay is turned off whatever it
     says, since it would act on the latent binary weights. Returns fit's per-epoch history.
@@ -254,9 +254,9 @@ def binarize(train: ImageSet, val: ImageSet, out, filters: Sequence[int] = (64, 
     import gzip
     from pathlib import Path
 
-    from pipeline.fsutil import atomic_path, write_bytes, write_json, write_text
-    from pipeline.tflite_file import read_model
-    from pipeline.train import keras_accuracy
+    from pipeline.core.fsutil import atomic_path, write_bytes, write_json, write_text
+    from pipeline.core.tflite_file import read_model
+    from pipeline.stages.train import keras_accuracy
 
     _larq(), _lce()
     out = Path(out)

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline.errors import PipelineError
-from pipeline.tflite_file import Operator, TFLiteModel, read_model
+from pipeline.core.errors import PipelineError
+from pipeline.core.target_report import CPU, OpPlacement, TargetReport
+from pipeline.core.tflite_file import Operator, TFLiteModel, read_model
 
+TARGET = "nnapi"
 MIN_API, MAX_API = 27, 34
 NNAPI_VERSIONS = {27: "NNAPI 1.0", 28: "NNAPI 1.1", 29: "NNAPI 1.2", 30: "NNAPI 1.3"}
 DEPRECATION_NOTE = ("NNAPI is deprecated from Android 15 (API 35): prefer the LiteRT GPU delegate (or a vendor NPU "
@@ -263,45 +265,28 @@ def op_issues(model: TFLiteModel, op: Operator, api_level: int) -> list[str]:
     return issues
 
 
-def check_loaded(model: TFLiteModel, api_level: int = 30) -> dict:
+def check(model: str | Path | TFLiteModel, api_level: int = 30) -> TargetReport:
+    """NNAPI coverage of a ``.tflite`` (path or parsed) on a device of ``api_level`` (27-34)."""
     if not MIN_API <= api_level <= MAX_API:
         raise PipelineError(f"--api-level must be between {MIN_API} and {MAX_API}, got {api_level}")
+    if not isinstance(model, TFLiteModel):
+        model = read_model(model)
+    placements = []
     ops = []
     for op in model.operators:
         issues = op_issues(model, op, api_level)
+        placements.append(OpPlacement(op.index, op.name, CPU if issues else TARGET, "; ".join(issues)))
         ops.append({"index": op.index, "name": op.name, "delegated": not issues, "reasons": issues})
-    cpu: dict[str, int] = {}
-    reasons: list[str] = []
-    for entry in ops:
-        if not entry["delegated"]:
-            cpu[entry["name"]] = cpu.get(entry["name"], 0) + 1
-            line = f"{entry['name']}: {'; '.join(entry['reasons'])}"
-            if line not in reasons:
-                reasons.append(line)
     notes = [DEPRECATION_NOTE]
     int8 = any(t.dtype == "int8" and not t.constant for t in model.tensors)
     if int8 and api_level == 29:
         notes.append("signed int8 tensors: API 29 runs them re-expressed as uint8; native int8 needs API 30 "
                      "(or convert with uint8 inference input/output types for older devices)")
     coverage = {level: sum(not op_issues(model, op, level) for op in model.operators) for level in range(MIN_API, MAX_API + 1)}
-    return {
-        "model": str(model.path),
-        "api_level": api_level,
-        "nnapi_version": NNAPI_VERSIONS.get(min(api_level, 30)) + ("" if api_level <= 30 else f" (feature level of API {api_level})"),
-        "total_ops": len(ops),
-        "delegated_ops": sum(e["delegated"] for e in ops),
-        "cpu_ops": cpu,
-        "partitions": _partitions(ops),
-        "reasons": reasons,
-        "delegated_by_api_level": coverage,
-        "notes": notes,
-        "ops": ops,
-    }
-
-
-def check_model(path: str | Path, api_level: int = 30) -> dict:
-    """NNAPI coverage of the model at ``path`` on a device of ``api_level`` (27-34)."""
-    return check_loaded(read_model(path), api_level)
+    version = NNAPI_VERSIONS.get(min(api_level, 30)) + ("" if api_level <= 30 else f" (feature level of API {api_level})")
+    return TargetReport(TARGET, str(model.path), placements, notes=notes, details={
+        "api_level": api_level, "nnapi_version": version, "delegated_ops": sum(e["delegated"] for e in ops),
+        "partitions": _partitions(ops), "delegated_by_api_level": coverage, "ops": ops})
 
 
 def _partitions(ops: list[dict]) -> int:

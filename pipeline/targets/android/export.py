@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pipeline import frames
-from pipeline.demo import RUN_DIR_LABELS, RUN_DIR_MODEL, input_spec
-from pipeline.errors import PipelineError
-from pipeline.fsutil import ensure_writable_dir, write_bytes, write_json, write_text
+from pipeline.targets.android import frames
+from pipeline.core.labels import read_labels
+from pipeline.targets.android.demo import RUN_DIR_LABELS, RUN_DIR_MODEL, input_spec
+from pipeline.core.errors import PipelineError
+from pipeline.core.fsutil import ensure_writable_dir, write_bytes, write_json, write_text
 
 DEFAULT_ASSETS = Path(__file__).resolve().parents[1] / "android_demo/app/src/main/assets"
 MODEL_ASSET, LABELS_ASSET, CONFIG_ASSET = "model.tflite", "labels.txt", "model_config.json"
@@ -20,7 +21,7 @@ CONFIG_FORMAT = 1
 
 def model_config(model_path: str | Path, labels: list[str]) -> dict:
     """The app's config for an image-classifier .tflite: everything the app needs to feed and read it."""
-    from pipeline.litert import Classifier
+    from pipeline.core.litert import Classifier
 
     clf = Classifier.load(model_path, threads=1)
     spec = input_spec(clf)
@@ -60,7 +61,7 @@ def export_android(run_dir: str | Path, out_dir: str | Path | None = None) -> di
         raise PipelineError(f"{run_dir} has no {RUN_DIR_MODEL}; run `tflpipe run` to produce it")
     if not labels_path.is_file():
         raise PipelineError(f"{run_dir} has no {RUN_DIR_LABELS}; the app needs labels to name what it sees")
-    labels = frames.read_labels(labels_path)
+    labels = read_labels(labels_path)
     config = model_config(model, labels)
     config["source"] = {"run_dir": str(run_dir.resolve()), "model": RUN_DIR_MODEL,
                         "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}

@@ -12,8 +12,8 @@ import io
 
 import numpy as np
 
-from pipeline.convert import check_calibration_images, representative_dataset, run_converter
-from pipeline.tf_env import keras, tf
+from pipeline.stages.convert import check_calibration_images, representative_dataset, run_converter
+from pipeline.core.tf_env import keras, tf
 
 EDGETPU_NOTE = ("keeps float ops: for CPU/GPU targets only; the Edge TPU runs only full-int8 models, "
                 "so this file would fall back to the CPU there")

@@ -1,16 +1,21 @@
-"""The ``tflpipe`` command line: a thin click wrapper over the stage functions."""
+"""What every command module shares: one-line errors, ``--json`` output, stage progress on stderr."""
 from __future__ import annotations
 
 import json
-import sys
+import logging
+from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+
+existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+existing_path = click.Path(exists=True, path_type=Path)
+model_file = click.Path(dir_okay=False, path_type=Path)  # checked by the project's own reader, not click
 
 
-class _Group(click.Group):
+class OneLineErrors(click.Group):
     """Turns the stages' user-facing errors into one-line click errors with a non-zero exit."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -30,36 +35,23 @@ def emit(data: dict, as_json: bool, human: Callable[[dict], str]) -> None:
 def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="tflpipe")
-def main() -> None:
-    """Train, prune, quantize and convert lightweight CNNs to int8 TFLite for phones and the Edge TPU."""
+class _EchoHandler(logging.Handler):
+    """Stage progress on stderr via click, which finds the current stderr at each message."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"tflpipe: {record.getMessage()}", err=True)
 
 
-# Each area keeps its commands in its own module, which exposes ``COMMANDS``; they are attached here.
-_COMMAND_MODULES = (
-    "pipeline.cli_stages",
-    "pipeline.cli_models",
-    "pipeline.cli_demo",
-    "edgetpu.cli",
-)
-
-
-def _register_commands() -> None:
-    import importlib
-
-    for module_name in _COMMAND_MODULES:
-        for command in importlib.import_module(module_name).COMMANDS:
-            main.add_command(command)
-
-
-_register_commands()
-
-if __name__ == "__main__":
-    sys.exit(main())
+def setup_logging(quiet: bool = False) -> None:
+    logger = logging.getLogger("tflpipe")
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)

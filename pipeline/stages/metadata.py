@@ -8,9 +8,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pipeline.errors import PipelineError
-from pipeline.fsutil import write_bytes
-from pipeline.tflite_file import read_model
+from pipeline.core.errors import PipelineError
+from pipeline.core.fsutil import write_bytes
+from pipeline.core.tflite_file import read_model
 
 
 def write_metadata(
@@ -23,7 +23,7 @@ def write_metadata(
     description: str = "",
 ) -> Path:
     """Embed labels and input normalization into ``model_path`` (or into a copy at ``out_path``)."""
-    import pipeline.tf_env  # noqa: F401  (the writers import TensorFlow; configure it first)
+    import pipeline.core.tf_env  # noqa: F401  (the writers import TensorFlow; configure it first)
     from tensorflow_lite_support.metadata import metadata_schema_py_generated as meta
     from tensorflow_lite_support.metadata import schema_py_generated as tflite_schema
     from tensorflow_lite_support.metadata.python.metadata_writers import image_classifier, metadata_info

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.data import ImageSet, normalize
-from pipeline.errors import PipelineError
-from pipeline.tf_env import keras, tf
+from pipeline.core.data import ImageSet, normalize
+from pipeline.core.errors import PipelineError
+from pipeline.core.tf_env import keras, tf
 
 
 @dataclass(frozen=True)

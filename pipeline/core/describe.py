@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.tflite_file import Tensor, read_model
+from pipeline.core.tflite_file import Tensor, read_model
 
 
 def _io(t: Tensor) -> dict:

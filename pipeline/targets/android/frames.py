@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
-from pipeline.tflite_file import parse_labels  # one label per line, blanks dropped: the app's rule too
+from pipeline.core.errors import PipelineError
 
 ROTATIONS = (0, 90, 180, 270)
 # Full-range BT.601 in Q16: R = Y + 1.402 V', G = Y - 0.344136 U' - 0.714136 V', B = Y + 1.772 U'.
@@ -261,15 +260,6 @@ def top_k(scores: np.ndarray, k: int, threshold: float = float("-inf")) -> list[
     order = np.argsort(-scores, kind="stable")[:k]
     return [(int(i), float(scores[i])) for i in order if scores[i] >= threshold]
 
-
-def read_labels(path: str | Path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"labels file not found: {path}")
-    labels = parse_labels(path.read_text(encoding="utf-8"))
-    if not labels:
-        raise PipelineError(f"labels file is empty: {path}")
-    return labels
 
 
 class FpsMeter:

@@ -1,0 +1,92 @@
+"""The vocabularies the stages accept, as declarative tables: conversion modes, prune patterns and
+allocations, clustering initializations.
+
+Validation, CLI choices, ``run``'s files and report rows and the docs all derive from these tables,
+and this module loads no TensorFlow, so the CLI and the configuration read it cheaply. Adding a
+conversion mode is one :class:`ConversionMode` entry plus its ``configure`` function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pipeline.core.errors import PipelineError
+
+PRUNE_ALLOCATIONS = ("uniform", "erk")  # how an unstructured sparsity target spreads over the layers
+XNNPACK_MIN_SPARSITY = 2 / 3  # XNNPACK runs a subgraph sparse only when 2/3 of its 1x1 weights are zero
+# TF-MOT's clustering centroid initializations, by the name the CLI uses.
+CENTROID_INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM"}
+QAT_SCHEMES = {(False, False): "QAT", (True, False): "PQAT", (False, True): "CQAT", (True, True): "PCQAT"}
+
+
+def parse_pattern(pattern: str) -> tuple[int, int] | str:
+    """``"unstructured"``/``"xnnpack"`` as they are, ``"2:4"`` as the tuple (2, 4); anything else is an error."""
+    if pattern in ("unstructured", "xnnpack"):
+        return pattern
+    m, sep, n = pattern.partition(":")
+    if sep and m.isdigit() and n.isdigit() and 0 < int(m) < int(n):
+        return int(m), int(n)
+    raise PipelineError(f"unknown prune pattern {pattern!r}; use unstructured, xnnpack or m:n such as 2:4")
+
+
+
+IO_DTYPES = ("uint8", "int8")
+
+
+def _optimize(converter, tf, io_dtype: str) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+
+def _full_int8(converter, tf, io_dtype: str) -> None:
+    _optimize(converter, tf, io_dtype)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.uint8 if io_dtype == "uint8" else tf.int8
+
+
+def _float16(converter, tf, io_dtype: str) -> None:
+    _optimize(converter, tf, io_dtype)
+    converter.target_spec.supported_types = [tf.float16]
+
+
+def _int16x8(converter, tf, io_dtype: str) -> None:
+    _optimize(converter, tf, io_dtype)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+
+
+def _sparse(converter, tf, io_dtype: str) -> None:
+    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+
+
+@dataclass(frozen=True)
+class ConversionMode:
+    """One way to turn a Keras model into a ``.tflite``; the CLI choices, ``run --ptq-mode``, file names
+    and report titles all derive from :data:`CONVERSION_MODES`."""
+
+    name: str
+    title: str  # the report's row title for a file converted in this mode
+    calibrated: bool  # needs representative images
+    full_int8: bool  # integer-only kernels and I/O: what the Edge TPU and NNAPI's int8 paths run
+    runs_on: tuple[str, ...]  # runtimes it suits
+    configure: Callable[[Any, Any, str], None] | None  # (converter, tf, io_dtype) -> None
+    extra: bool = False  # offered by ``run --ptq-mode`` as an additional post-training conversion
+    help: str = ""
+
+
+CONVERSION_MODES: dict[str, ConversionMode] = {m.name: m for m in (
+    ConversionMode("float32", "TFLite float32", False, False, ("cpu", "gpu", "nnapi"), None, help="plain float32"),
+    ConversionMode("ptq_int8", "TFLite PTQ int8", True, True, ("cpu", "edgetpu", "nnapi"), _full_int8,
+                   help="post-training full-integer int8"),
+    ConversionMode("qat_int8", "TFLite QAT int8", True, True, ("cpu", "edgetpu", "nnapi"), _full_int8,
+                   help="full-integer int8 from a QAT model's trained ranges"),
+    ConversionMode("dynamic", "TFLite dynamic-range int8", False, False, ("cpu",), _optimize, extra=True,
+                   help="int8 weights, float activations"),
+    ConversionMode("float16", "TFLite float16", False, False, ("cpu", "gpu"), _float16, extra=True,
+                   help="half-size float16 weights (GPU-friendly)"),
+    ConversionMode("int16x8", "TFLite 16x8 (int16 act.)", True, False, ("cpu",), _int16x8, extra=True,
+                   help="int16 activations with int8 weights, for accuracy-sensitive nets"),
+    ConversionMode("sparse_float32", "TFLite float32 (sparse)", False, False, ("cpu",), _sparse,
+                   help="float32 with pruned weights stored sparse, for XNNPACK's sparse inference"),
+)}
+EXTRA_MODES = tuple(name for name, m in CONVERSION_MODES.items() if m.extra)
+
+
