@@ -91,13 +91,9 @@ def sparsity_sweep(run_dir: Path, config, levels: list[float]) -> list[dict]:
     """
     import gzip
 
-    from pipeline.stages.convert import convert, load_keras_model
-    from pipeline.core.data import load_dataset, split
+    from pipeline.api import FitSettings, convert, evaluate, load_dataset, load_keras_model, prune, split
     from pipeline.core.fsutil import write_bytes
-    from pipeline.core.litert import evaluate
-    from pipeline.stages.prune import prune
     from pipeline.runner.run import tflite_weight_sparsity
-    from pipeline.stages.train import FitSettings
 
     train, val = split(load_dataset(config.data, config.input_size), config.validation_split, config.seed)
     dense = (run_dir / "model_ptq_int8.tflite").read_bytes()
@@ -125,9 +121,7 @@ def main() -> None:
 
     import logging
 
-    from pipeline.runner.config import load_config
-    from pipeline.runner.report import summary_rows
-    from pipeline.runner.run import run_pipeline
+    from pipeline.api import load_config, run_pipeline, summary_rows
 
     logging.basicConfig(level=logging.INFO, format="cifar10: %(message)s")
     overrides = {"data": str(extract())}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +86,7 @@ VARIANTS = [
 
 
 def base_config(overrides: dict):
-    from pipeline.runner.config import load_config
+    from pipeline.api import load_config
 
     return load_config(CONFIG, {"data": str(extract()), **COMMON, **overrides})
 
@@ -96,26 +95,25 @@ def seed(variant: Variant, config, out: Path, base_state: dict) -> None:
     """Start ``out`` with finished stages of the base run (or of ``seed_from``) so the variant trains only what differs."""
     if (out / "state.json").exists() or not variant.seed_stages:
         return
-    from pipeline.core.fsutil import write_json
+    from pipeline.api import seed_run
 
     source = OUT / variant.seed_from if variant.seed_from else BASE
     state = json.loads((source / "state.json").read_text()) if variant.seed_from else base_state
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(source / "labels.txt", out / "labels.txt")
+    artifacts = {"labels": source / "labels.txt", "float": source / "float.h5"}
     if variant.explicit_padding:
-        _relayout(source / "float.h5", out / "float.h5", config)
-    else:
-        shutil.copy(source / "float.h5", out / "float.h5")
+        out.mkdir(parents=True, exist_ok=True)
+        artifacts["float"] = out / "float_relayout.h5"
+        _relayout(source / "float.h5", artifacts["float"], config)
     if "prune" in variant.seed_stages:
-        shutil.copy(source / "pruned.h5", out / "pruned.h5")
-    results = {stage: state["results"][stage] for stage in variant.seed_stages}
-    write_json(out / "state.json", {"config": config.to_dict(), "done": list(variant.seed_stages), "results": results})
+        artifacts["pruned"] = source / "pruned.h5"
+    seed_run(out, config, artifacts, {stage: state["results"][stage] for stage in variant.seed_stages})
+    (out / "float_relayout.h5").unlink(missing_ok=True)
 
 
 def _relayout(source: Path, target: Path, config) -> None:
     """The base float weights in the explicit-padding layout (same layers and weights, padding layers added)."""
     from keras_models import build_model
-    from pipeline.stages.convert import load_keras_model
+    from pipeline.api import load_keras_model
 
     trained = load_keras_model(source)
     model = build_model(config.model, config.input_size, classes=trained.output_shape[-1], **config.model_knobs())
@@ -124,7 +122,7 @@ def _relayout(source: Path, target: Path, config) -> None:
 
 
 def run_variant(variant: Variant, base_state: dict) -> dict:
-    from pipeline.runner.run import run_pipeline
+    from pipeline.api import run_pipeline
 
     config = base_config(variant.overrides)
     out = OUT / variant.name
@@ -137,9 +135,8 @@ BINARY = {"filters": (64, 128, 256), "input_size": 32, "epochs": 6}
 
 def run_binary() -> dict:
     """The larq BinaryNet on the same split at CIFAR's native 32 px (no seeding: it is its own net)."""
+    from pipeline.api import FitSettings, load_dataset, split
     from pipeline.stages.binarize import BINARY_FIT, binarize
-    from pipeline.core.data import load_dataset, split
-    from pipeline.stages.train import FitSettings
 
     out = OUT / "binary"
     if (out / "binarize.json").exists():
@@ -158,9 +155,8 @@ def kd_paired_test() -> dict | None:
     """
     import math
 
-    from pipeline.core.data import load_dataset, split
-    from pipeline.core.litert import correct_mask
-    from pipeline.runner.run import TFLITE_FILES
+    from pipeline.api import correct_mask, load_dataset, split
+    from pipeline.stages.artifacts import TFLITE_FILES
 
     files = [OUT / name / TFLITE_FILES["float32"] for name in ("kd_student", "plain_student")]
     if not all(f.exists() for f in files):
@@ -177,7 +173,7 @@ def measure_latency(files: list[Path], rounds: int, runs: int = 30) -> dict[Path
     """Median over rounds of each file's median latency, files alternating within every round."""
     import statistics
 
-    from pipeline.core.litert import benchmark
+    from pipeline.api import benchmark
 
     samples: dict[Path, list[float]] = {f: [] for f in files}
     for _ in range(rounds):
@@ -217,8 +213,8 @@ def _stage(out: Path, key: str) -> dict | None:
 
 
 def write_table(base_state: dict, args) -> None:
-    from pipeline.runner.config import RunConfig
-    from pipeline.runner.run import TFLITE_FILES
+    from pipeline.api import RunConfig
+    from pipeline.stages.artifacts import TFLITE_FILES
 
     base_stages = base_state["results"]["evaluate"]["stages"]
     float32 = base_stages["tflite_float32"]

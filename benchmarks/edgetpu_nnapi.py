@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._report import write_section
-from edgetpu.check import check_model, compiled_cpu_ops
+from edgetpu.check import check, compiled_cpu_ops
 from pipeline.targets import nnapi
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference_models"
@@ -24,9 +24,9 @@ REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference_mode
 
 def reference_rows() -> list[str]:
     rows = ["| pair | ops | predicted CPU ops | compiler's CPU ops | agree |", "|---|---|---|---|---|"]
-    for compiled in sorted(REFERENCE_DIR.glob("*_edgetpu.tflite")):
+    for compiled in sorted(REFERENCE_DIR.rglob("*_edgetpu.tflite")):
         source = compiled.with_name(compiled.name.replace("_edgetpu", ""))
-        report, actual = check_model(source), compiled_cpu_ops(compiled)
+        report, actual = check(source), compiled_cpu_ops(compiled)
         rows.append(f"| {source.stem} | {report.total_ops} | {_ops(report.cpu_ops)} | {_ops(actual)} | "
                     f"{'yes' if report.cpu_ops == actual else 'NO'} |")
     return rows
@@ -36,7 +36,7 @@ def convert_zoo_net(name: str, size: int, out: Path) -> tuple[Path, str]:
     """The net as ``tflpipe run`` deploys it: QAT-wrapped (ranges from one training-mode batch), full int8."""
     import keras_models
     from keras_models import ZooError
-    from pipeline.stages.convert import convert
+    from pipeline.api import convert
     from pipeline.stages.qat import quantize
 
     spec = keras_models.get_spec(name)
@@ -69,13 +69,13 @@ def zoo_rows(size: int, only: list[str] | None) -> list[str]:
             except Exception as exc:  # one net failing to build or convert must not hide the others
                 rows.append(f"| {spec.name} | {size}px | - | conversion failed: {str(exc).splitlines()[0][:120]} | | | |")
                 continue
-            tpu = check_model(path)
-            levels = [nnapi.check_model(path, level) for level in (27, 29, 30)]
+            tpu = check(path)
+            levels = [nnapi.check(path, level).to_dict() for level in (27, 29, 30)]
             why = tpu.model_errors[:1] or tpu.reasons[:1]
             cpu = "none" if tpu.fully_mapped else f"{_ops(tpu.cpu_ops)}; {why[0] if why else ''}"
             coverage = " / ".join(f"{r['delegated_ops']}/{r['total_ops']}" for r in levels)
-            rows.append(f"| {spec.name} | {config} | {tpu.total_ops} | {tpu.mapped_ops}/{tpu.total_ops} | {cpu} | "
-                        f"{tpu.parameter_bytes / 2**20:.2f} | {coverage} |")
+            rows.append(f"| {spec.name} | {config} | {tpu.total_ops} | {tpu.accelerated_ops}/{tpu.total_ops} | {cpu} | "
+                        f"{tpu.details['parameter_bytes'] / 2**20:.2f} | {coverage} |")
             print(rows[-1], f"({time.perf_counter() - start:.0f} s)", flush=True)
     return rows
 

@@ -49,7 +49,7 @@ def calibration_images(video: Path, size: int, count: int = 32) -> np.ndarray:
 def build_ours(out: Path, video: Path) -> list[tuple[str, str, Path]]:
     """(net, dtype, path) for each of our zoo nets, float32 and full-int8 (uint8 I/O, 1001 classes)."""
     from keras_models import build_model
-    from pipeline.stages.convert import convert
+    from pipeline.api import convert
 
     built = []
     for name, alpha, size in OURS:

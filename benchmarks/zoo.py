@@ -31,8 +31,7 @@ def measure(name: str, size: int, runs: int, out: Path) -> dict:
     """Build, count, convert and time one net at one input size."""
     from keras_models import build_model
     from keras_models.macs import count
-    from pipeline.stages.convert import convert
-    from pipeline.core.litert import benchmark
+    from pipeline.api import benchmark, convert
     from pipeline.core.tf_env import keras
 
     keras.backend.clear_session()

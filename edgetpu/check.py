@@ -1,11 +1,16 @@
 """Predict what ``edgetpu_compiler`` will map to the Edge TPU, before a compiler or board is at hand.
 
 Partitioning follows Coral's compiler docs ("TensorFlow models on the Edge TPU", section
-"Compiling"): the compiler builds one Edge TPU segment; once the graph meets an op it cannot map,
-that op and every op that depends on it run on the CPU even if they are supported. Unsupported ops
-*before* the segment starts (a float-input QUANTIZE, say) only stay on the CPU themselves, which is
-what the compiler's logs show for float-I/O models. The parameter-cache estimate compares the
-constant data of mapped ops with the ~8 MiB on-chip SRAM; the rest is streamed from host memory.
+"Compiling"): the compiler "cannot partition the model more than once", so it builds one Edge TPU
+subgraph, and an unsupported op and what comes after it run on the CPU even if supported. The
+subgraphs are TensorFlow Lite's delegate partition (``PartitionGraphIntoIndependentNodeSubsets``,
+tensorflow/lite/graph_info.cc): starting from the first op, it greedily gathers every op of the same
+kind (mappable or not) whose inputs are ready, then switches kind. The compiler maps only the first
+mappable subset; later ones are "More than one subgraph is not supported" in its log. So unsupported
+ops at the very start (a float-input QUANTIZE, say) stay on the CPU alone, and mappable ops that do
+not depend on the first CPU op after the segment (MoveNet's other heads) still join it. The
+parameter-cache estimate compares the constant data of mapped ops with the ~8 MiB on-chip SRAM; the
+rest is streamed from host memory.
 """
 from __future__ import annotations
 
@@ -59,21 +64,48 @@ def check(model: str | Path | TFLiteModel, min_runtime_version: int = LATEST_RUN
 
 
 def _partition(model: TFLiteModel, runtime: int) -> list[OpPlacement]:
+    issues = [check_op(model, op, runtime) for op in model.operators]
+    mappable = [not found for found in issues]
+    subset_of = _node_subsets(model, mappable)
+    segment = min((subset_of[op.index] for op in model.operators if mappable[op.index]), default=None)
     placements = []
-    started = False
-    tainted: set[int] = set()  # tensors produced (transitively) by a CPU op after the segment began
     for op in model.operators:
-        issues = check_op(model, op, runtime)
-        after_cpu = started and any(i in tainted for i in op.inputs)
-        if issues or after_cpu:
-            first = issues[0] if issues else AFTER_PARTITION
-            placements.append(OpPlacement(op.index, op.name, CPU, first.reason, first.fix))
-            if started:
-                tainted.update(op.outputs)
-        else:
-            started = True
+        if subset_of[op.index] == segment:
             placements.append(OpPlacement(op.index, op.name, TARGET))
+        else:
+            first = issues[op.index][0] if issues[op.index] else AFTER_PARTITION
+            placements.append(OpPlacement(op.index, op.name, CPU, first.reason, first.fix))
     return placements
+
+
+def _node_subsets(model: TFLiteModel, mappable: list[bool]) -> dict[int, int]:
+    """Op index -> subset number under TFLite's greedy delegate partition (see the module docstring).
+
+    Each subset takes the kind of its first ready op, then, sweeping in execution order until nothing
+    changes, every op of that kind whose inputs are graph inputs, constants or outputs of placed ops.
+    """
+    produced = {t for op in model.operators for t in op.outputs}
+    ready = {t for op in model.operators for t in op.inputs if t not in produced}
+    subset_of: dict[int, int] = {}
+    subset = 0
+    while len(subset_of) < len(model.operators):
+        kind = None
+        changed = True
+        while changed:
+            changed = False
+            for op in model.operators:
+                if op.index in subset_of or any(t >= 0 and t not in ready for t in op.inputs):
+                    continue
+                if kind is None:
+                    kind = mappable[op.index]
+                if mappable[op.index] == kind:
+                    subset_of[op.index] = subset
+                    ready.update(op.outputs)
+                    changed = True
+        if kind is None:  # the ops left wait on each other: without this the loop would never end
+            raise PipelineError(f"{model.path} has a cycle in its operator graph; the file is corrupt")
+        subset += 1
+    return subset_of
 
 
 def _parameter_bytes(model: TFLiteModel, mapped: set[int]) -> int:

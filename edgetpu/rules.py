@@ -6,8 +6,10 @@ table with the runtime-14 limits is mirrored in Axis' ARTPEC-7 (Edge TPU) docs
 (https://developer.axis.com/computer-vision/on-device/system-on-chip/artpec-7/supported-ops/).
 Requirements: every tensor 8-bit quantized, tensor sizes fixed at compile time, parameters (weights,
 biases) constant, tensors of rank <= 3 (beyond 3 dims only the 3 innermost may exceed 1), and only
-the ops below, each within its documented limits. The checks read the flatbuffer only, so a user
-sees the mapping without the compiler; ``edgetpu.check`` turns them into a partition prediction.
+the ops below, each within its documented limits. Where the table is vague ("depending on input/output
+size") or incomplete (TILE), a rule follows what the compiler did to Coral's published models, and its
+comment names them. The checks read the flatbuffer only, so a user sees the mapping without the
+compiler; ``edgetpu.check`` turns them into a partition prediction.
 """
 from __future__ import annotations
 
@@ -147,6 +149,25 @@ def _resize(model: TFLiteModel, op: Operator, runtime: int) -> list[Issue]:
     shape = model.tensor(op.inputs[0]).shape
     if len(shape) == 4 and shape[0] != 1:
         return [Issue("resizes a batch of images (input must be a 3-D image)", "use batch size 1")]
+    # Coral's table: "Depending on input/output size, this operation might not be mapped to the Edge TPU
+    # to avoid loss in precision". Which sizes, as Coral's own compiled models show: an align_corners
+    # resize that changes the size stays on the CPU (DeepLab v3's 1x1 -> 33x33 image pooling, and its
+    # 33x33 -> 513x513 logits upsampling although that is a whole factor of 16 on the align_corners grid),
+    # while a size-preserving align_corners resize (the Cityscapes DeepLab) and half-pixel-centre 2x
+    # upsamplings (MoveNet) map.
+    size_in, size_out = tuple(shape[-3:-1]), tuple(model.tensor(op.outputs[0]).shape[-3:-1])
+    if getattr(op.options, "alignCorners", False) and size_in != size_out:
+        return [Issue(f"align_corners resize from {'x'.join(map(str, size_in))} to {'x'.join(map(str, size_out))} "
+                      "(the compiler keeps such resizes on the CPU to avoid precision loss)",
+                      "resize with align_corners=False (TF2 tf.image.resize / Keras UpSampling2D), or TILE to "
+                      "broadcast a 1x1 map, or upsample outside the model")]
+    return []
+
+
+def _tile(model: TFLiteModel, op: Operator, runtime: int) -> list[Issue]:
+    if _const_values(model, op.inputs[1]) is None:
+        return [Issue("tile multiples are not constant (tensor sizes must be fixed at compile time)",
+                      "use constant multiples")]
     return []
 
 
@@ -216,9 +237,9 @@ SUPPORTED_OPS: dict[str, OpRule] = {r.name: r for r in [
     _rule("RELU_N1_TO_1"),
     _rule("RESHAPE", limits="Certain reshapes might not be mapped for large tensor sizes."),
     _rule("RESIZE_BILINEAR", limits="Input/output is a 3-D image; may stay on the CPU for sizes that would lose "
-          "precision.", check=_resize),
+          "precision: an align_corners resize maps only if it keeps the size.", check=_resize),
     _rule("RESIZE_NEAREST_NEIGHBOR", limits="Input/output is a 3-D image; may stay on the CPU for sizes that "
-          "would lose precision.", check=_resize),
+          "would lose precision: an align_corners resize maps only if it keeps the size.", check=_resize),
     _rule("RSQRT", 14),
     _rule("SLICE"),
     _rule("SOFTMAX", limits="1-D input with at most 16,000 elements.", check=_softmax),
@@ -231,6 +252,10 @@ SUPPORTED_OPS: dict[str, OpRule] = {r.name: r for r in [
     _rule("SUB"),
     _rule("SUM", 13, "Cannot operate on the batch dimension.", _reduce_no_batch),
     _rule("TANH"),
+    # Not in Coral's table, but the compiler maps it: Coral's Edge TPU DeepLab (Cityscapes) broadcasts its
+    # 1x1 image-pooling features with TILE instead of the align_corners resize that stays on the CPU, and
+    # its compiled file has the TILE inside the edgetpu-custom-op. No runtime version is documented for it.
+    _rule("TILE", limits="Constant multiples.", check=_tile),
     _rule("TRANSPOSE", 14),
     _rule("TRANSPOSE_CONV", 13),
 ]}
@@ -248,7 +273,6 @@ REPLACEMENTS = {
     "DIV": "multiply by a constant reciprocal instead",
     "BATCH_MATMUL": "use a FULLY_CONNECTED (Dense) layer with constant weights",
     "GATHER": "replace the lookup by a slice or a one-hot FULLY_CONNECTED",
-    "RESIZE_BILINEAR": "use a size the compiler accepts or RESIZE_NEAREST_NEIGHBOR",
 }
 
 

@@ -7,7 +7,6 @@ Layer names match ``keras.applications.MobileNet`` so its ImageNet checkpoints l
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from keras_models._common import check_common_args, classifier_head, layers, model_input

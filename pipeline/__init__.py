@@ -1,3 +1,17 @@
-"""tflpipe: Keras lightweight CNNs to pruned, quantized, metadata-carrying int8 TFLite models."""
+"""tflpipe: lightweight CNNs to pruned, quantized, metadata-carrying int8 TFLite for phones and the Edge TPU.
 
-__version__ = "0.1.0"
+The public API is :mod:`pipeline.api`; its names are also reachable here (``pipeline.run_pipeline``),
+loaded on first use so that the foundation (``pipeline.core``), which the zoo and the Edge TPU
+package import, never pulls in the layers above it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    from pipeline import api
+
+    if name in api.__all__:
+        return getattr(api, name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

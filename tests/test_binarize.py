@@ -4,10 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.stages import binarize
-from pipeline.core.errors import PipelineError
-
 from pipeline.core.data import ImageSet
+from pipeline.core.errors import PipelineError
+from pipeline.stages import binarize
 from pipeline.stages.train import FitSettings
 
 
@@ -84,7 +83,8 @@ def test_lce_conversion_emits_binary_kernels(larq):
 
     model = binarize.build_binary_net((16, 16, 3), classes=3, filters=(8, 16))
     flatbuffer = binarize.convert_lce(model)
-    import tempfile, pathlib  # noqa: E401
+    import pathlib
+    import tempfile  # noqa: E401
 
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp) / "bnn.tflite"

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.targets.android import frames
-from pipeline.core.labels import read_labels
 from pipeline.core.errors import PipelineError
+from pipeline.core.labels import read_labels
+from pipeline.targets.android import frames
 
 UINT8 = frames.InputSpec(224, 224, "uint8", 1 / 128, 128)
 SPECS = [

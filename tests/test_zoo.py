@@ -14,9 +14,9 @@ from keras_models import ZooError, build_model
 from keras_models.layers import ChannelShuffle, HardSigmoid, HardSwish
 from keras_models.macs import count
 from pipeline.cli import main
-from pipeline.stages.convert import convert
 from pipeline.core.tf_env import keras, tf
 from pipeline.core.tflite_file import read_model
+from pipeline.stages.convert import convert
 
 # name -> (knobs, input size) of a small configuration that still has every block of the net.
 TINY = {

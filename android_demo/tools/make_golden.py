@@ -18,9 +18,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from pipeline.targets.android import frames  # noqa: E402
 from pipeline.core.labels import read_labels
 from pipeline.core.tflite_file import read_model  # noqa: E402
+from pipeline.targets.android import frames  # noqa: E402
 
 GOLDEN_DIR = REPO / "android_demo/imagecore/src/test/resources/golden"
 REFERENCE_DIR = REPO.parent / "shared/reference_models"

@@ -55,3 +55,4 @@ def setup_logging(quiet: bool = False) -> None:
     if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
         logger.addHandler(_EchoHandler())
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False  # TensorFlow installs a root handler; print each line once

@@ -1,4 +1,4 @@
-"""``tflpipe edgetpu ...`` and ``tflpipe nnapi ...``: predict, compile, run and deploy for the two targets."""
+"""``tflpipe edgetpu ...`` and ``tflpipe nnapi ...``: check, compile, run and deploy for the two accelerator targets."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,13 +6,14 @@ from pathlib import Path
 import click
 
 from edgetpu import check as tpu_check
-from edgetpu import compiler, deploy as board_deploy, runtime
+from edgetpu import compiler, runtime
+from edgetpu import deploy as board_deploy
 from edgetpu.rules import LATEST_RUNTIME
-from pipeline.targets import nnapi
-from pipeline.cli.common import emit, json_option
+from pipeline.cli.common import emit, json_option, model_file
 from pipeline.core.labels import read_labels
+from pipeline.targets import nnapi
 
-_model = click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+_model = click.argument("model", type=model_file)
 
 
 @click.group("edgetpu")
@@ -28,7 +29,7 @@ def edgetpu_group() -> None:
 @json_option
 def check_cmd(model: Path, min_runtime: int, strict: bool, as_json: bool) -> None:
     """Predict which ops the compiler maps to the Edge TPU and why the rest stay on the CPU."""
-    report = tpu_check.check_model(model, min_runtime)
+    report = tpu_check.check(model, min_runtime)
     emit(report.to_dict(), as_json, tpu_check.format_report)
     if strict and not report.fully_mapped:
         raise click.exceptions.Exit(1)
@@ -106,7 +107,7 @@ def nnapi_group() -> None:
 @json_option
 def nnapi_check_cmd(model: Path, api_level: int, as_json: bool) -> None:
     """Which ops the NNAPI delegate takes at an API level, and why the rest fall back to the CPU."""
-    emit(nnapi.check_model(model, api_level), as_json, nnapi.format_report)
+    emit(nnapi.check(model, api_level).to_dict(), as_json, nnapi.format_report)
 
 
 COMMANDS = [edgetpu_group, nnapi_group]

@@ -6,7 +6,9 @@ from pathlib import Path
 from pipeline.core.tflite_file import Tensor, read_model
 
 
-def _io(t: Tensor) -> dict:
+def _io(t: Tensor | None) -> dict | None:
+    if t is None:  # a graph without inputs or outputs is odd but valid
+        return None
     return {
         "name": t.name,
         "dtype": t.dtype,
@@ -29,8 +31,8 @@ def inspect_model(path: str | Path) -> dict:
         "total_ops": len(model.operators),
         "subgraphs": model.subgraph_count,
         "tensor_dtypes": dtypes,
-        "input": _io(model.input_tensors[0]),
-        "output": _io(model.output_tensors[0]),
+        "input": _io((model.input_tensors or [None])[0]),
+        "output": _io((model.output_tensors or [None])[0]),
         "inputs": [_io(t) for t in model.input_tensors],
         "outputs": [_io(t) for t in model.output_tensors],
         "metadata": {
@@ -49,6 +51,9 @@ def inspect_text(d: dict) -> str:
     lines += [f"  {name:28} {count}" for name, count in d["ops"].items()]
     for key in ("input", "output"):
         t = d[key]
+        if t is None:
+            lines.append(f"{key}: none")
+            continue
         lines.append(f"{key}: {t['name']} {t['dtype']} {t['shape']} scale={t['scale']} zero_point={t['zero_point']}")
     m = d["metadata"]
     if m["labels"] or m["mean"]:

@@ -4,3 +4,11 @@ from __future__ import annotations
 
 class PipelineError(Exception):
     """Bad input or an impossible request, described in one actionable line (no traceback)."""
+
+
+class StageFailed(PipelineError):
+    """A stage that ran to the end but whose verdict stops the run; its result still goes into the report."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result

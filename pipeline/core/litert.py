@@ -3,10 +3,20 @@
 Everything here works on any image classifier file, ours or third-party: normalization comes from
 the TFLite metadata when present, and integer inputs are quantized with the tensor's own scale and
 zero point.
+
+No file reaches LiteRT's native code unverified: ``make_interpreter`` runs ``parse_model``'s checks
+on the very bytes it hands the interpreter, and the first time a process meets a file it loads and
+runs it once in a child process, so a damaged file that crashes LiteRT kills the child and the
+caller gets a one-line error instead of dying silently.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,23 +25,80 @@ import numpy as np
 
 from pipeline.core.data import ImageSet
 from pipeline.core.errors import PipelineError
-from pipeline.core.tflite_file import TFLiteModel, read_model
+from pipeline.core.tflite_file import TFLiteModel, parse_model, read_file, read_model
 
 DEFAULT_MEAN = DEFAULT_STD = 127.5
+PROBE_TIMEOUT_S = 120  # one load, allocate and invoke; far above any model this pipeline handles
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_probed: set[str] = set()  # sha256 of the files that loaded and ran in a child process
 
 
 def make_interpreter(path: str | Path, threads: int = 1):
-    """A LiteRT interpreter (XNNPACK on by default) with tensors allocated."""
+    """A LiteRT interpreter (XNNPACK on by default) with tensors allocated, for a verified, probed file."""
     from ai_edge_litert.interpreter import Interpreter
 
     if threads < 1:
         raise PipelineError(f"--threads must be at least 1, got {threads}")
+    path = Path(path)
+    data = read_file(path)
+    parse_model(data, path)
+    probe(data, path.name)
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter = Interpreter(model_content=data, num_threads=threads)
         interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
-        raise PipelineError(f"LiteRT cannot run {Path(path).name}: {str(exc).splitlines()[0]}") from None
+        raise PipelineError(f"LiteRT cannot run {path.name}: {_first_line(exc)}") from None
     return interpreter
+
+
+def probe(data: bytes, name: str) -> None:
+    """Load, allocate and invoke a model once in a child process, the first time this process meets it.
+
+    LiteRT's native code can crash on files that pass every structural check; in a child that takes
+    down only the child. Files are known by sha256, so benchmark and evaluate pay this once per file.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    if digest in _probed:
+        return
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-c", "from pipeline.core.litert import _probe_child; _probe_child()"]
+    try:
+        child = subprocess.run(command, input=data, capture_output=True, timeout=PROBE_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        raise PipelineError(f"LiteRT did not load and run {name} within {PROBE_TIMEOUT_S} s: the file is damaged "
+                            "or far too large") from None
+    if child.returncode < 0:
+        raise PipelineError(f"LiteRT crashed ({_signal_name(-child.returncode)}) while loading {name}: the file is "
+                            "damaged or unsupported")
+    if child.returncode:
+        reason = (child.stdout.decode(errors="replace").strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+        raise PipelineError(f"LiteRT cannot run {name}: {reason}")
+    _probed.add(digest)
+
+
+def _probe_child() -> None:
+    """The child side of ``probe``: model bytes on stdin; on failure, one line on stdout and exit status 1."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_content=sys.stdin.buffer.read(), num_threads=1)
+        interpreter.allocate_tensors()
+        random_input(interpreter)
+        interpreter.invoke()
+    except Exception as exc:  # the parent turns whatever it was into its one-line error
+        print(_first_line(exc) or type(exc).__name__)
+        sys.exit(1)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0]
 
 
 @dataclass
@@ -48,9 +115,16 @@ class Classifier:
     @classmethod
     def load(cls, path: str | Path, threads: int = 1) -> "Classifier":
         model = read_model(path)
-        image = model.input_tensors[0]
-        if image.rank != 4 or image.shape[-1] != 3 or len(model.inputs) != 1:
+        if len(model.inputs) != 1 or not model.outputs:
+            raise PipelineError(f"{Path(path).name} is not an image classifier ({len(model.inputs)} inputs, "
+                                f"{len(model.outputs)} outputs)")
+        image, scores = model.input_tensors[0], model.output_tensors[0]
+        if image.rank != 4 or image.shape[-1] != 3 or scores.rank < 1:
             raise PipelineError(f"{Path(path).name} is not an image classifier (input shape {image.shape})")
+        for t in (image, scores):
+            if not (t.dtype == "float32" or (t.dtype in ("uint8", "int8") and t.scale)):
+                raise PipelineError(f"{Path(path).name}: tensor {t.name!r} ({t.dtype}) is neither float32 nor "
+                                    "quantized uint8/int8, as a classifier's input and output must be")
         meta = model.metadata
         mean = (meta.get("mean") or [DEFAULT_MEAN])[0]
         std = (meta.get("std") or [DEFAULT_STD])[0]
@@ -136,22 +210,26 @@ def latency_samples(interpreter, runs: int) -> list[float]:
 
 
 def random_input(interpreter) -> None:
-    detail = interpreter.get_input_details()[0]
+    """Fixed-seed random data in every input (the probe child and the benchmark feed the same)."""
     rng = np.random.default_rng(0)
-    if np.issubdtype(detail["dtype"], np.integer):
-        info = np.iinfo(detail["dtype"])
-        data = rng.integers(info.min, info.max + 1, size=detail["shape"], dtype=detail["dtype"])
-    else:
-        data = rng.uniform(-1, 1, size=detail["shape"]).astype(detail["dtype"])
-    interpreter.set_tensor(detail["index"], data)
+    for detail in interpreter.get_input_details():
+        if np.issubdtype(detail["dtype"], np.integer):
+            info = np.iinfo(detail["dtype"])
+            data = rng.integers(info.min, info.max + 1, size=detail["shape"], dtype=detail["dtype"])
+        else:
+            data = rng.uniform(-1, 1, size=detail["shape"]).astype(detail["dtype"])
+        interpreter.set_tensor(detail["index"], data)
 
 
 def benchmark(path: str | Path, threads: int = 1, runs: int = 50, warmup: int = 5) -> dict:
     """Median/mean/p90 invoke latency of ``path`` in LiteRT with ``threads`` XNNPACK threads."""
     interpreter = make_interpreter(path, threads)
-    random_input(interpreter)
-    latency_samples(interpreter, warmup)
-    samples = sorted(latency_samples(interpreter, runs))
+    try:
+        random_input(interpreter)
+        latency_samples(interpreter, warmup)
+        samples = sorted(latency_samples(interpreter, runs))
+    except (RuntimeError, ValueError) as exc:
+        raise PipelineError(f"LiteRT cannot run {Path(path).name}: {_first_line(exc)}") from None
     return {
         "latency_ms_median": statistics.median(samples),
         "latency_ms_mean": statistics.fmean(samples),

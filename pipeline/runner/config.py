@@ -1,18 +1,33 @@
-"""The run configuration: one dataclass, loadable from YAML and overridable by command-line flags."""
+"""The run configuration: one dataclass, loadable from YAML and overridable by command-line flags.
+
+``RunConfig`` is the one source of training settings: the CLI's defaults are its field defaults,
+and :meth:`RunConfig.fit_settings` is the one mapping from it to a training phase's ``FitSettings``.
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from pipeline.core.data import DEFAULT_DATA
 from pipeline.core.errors import PipelineError
-from pipeline.stages.options import CENTROID_INITS, EXTRA_MODES, IO_DTYPES, PRUNE_ALLOCATIONS, parse_pattern
+from pipeline.stages.options import (
+    CENTROID_INITS,
+    EXTRA_MODES,
+    IO_DTYPES,
+    PRUNE_ALLOCATIONS,
+    XNNPACK_MIN_SPARSITY,
+    parse_pattern,
+)
 from pipeline.targets import TARGETS
 from pipeline.targets.nnapi import MAX_API, MIN_API
+
+if TYPE_CHECKING:
+    from pipeline.stages.train import FitSettings
+
 
 @dataclass
 class RunConfig:
@@ -58,17 +73,25 @@ class RunConfig:
     allow_cpu_ops: bool = False  # let the edgetpu target pass with ops left on the CPU
     nnapi_api_level: int = 30  # Android API level the nnapi target checks against (27-34)
     benchmark_runs: int = 30
+    tensorboard: bool = True  # TensorBoard logs of every training stage under RUN/tensorboard/<stage>
     seed: int = 0
 
     def validate(self) -> "RunConfig":
         checks = [
             (self.input_size >= 16, f"--input-size must be at least 16, got {self.input_size}"),
             (self.alpha is None or self.alpha > 0, f"--alpha must be positive, got {self.alpha}"),
-            (self.epochs >= 0 and self.prune_epochs >= 0 and self.qat_epochs >= 0, "epochs cannot be negative"),
+            (min(self.epochs, self.prune_epochs, self.qat_epochs, self.cluster_epochs, self.teacher_epochs or 0) >= 0,
+             "epochs cannot be negative"),
+            (min(self.learning_rate, self.prune_learning_rate, self.qat_learning_rate, self.cluster_learning_rate) > 0,
+             "learning rates must be positive"),
+            (self.benchmark_runs >= 1, f"benchmark_runs must be at least 1, got {self.benchmark_runs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (0.0 <= self.prune_sparsity < 1.0, f"--prune-sparsity must be in [0, 1), got {self.prune_sparsity}"),
             (0.0 < self.validation_split < 1.0, f"validation_split must be in (0, 1), got {self.validation_split}"),
-            (self.io_dtype in ("uint8", "int8"), f"--io-dtype must be uint8 or int8, got {self.io_dtype}"),
+            (self.io_dtype in IO_DTYPES, f"--io-dtype must be one of {', '.join(IO_DTYPES)}, got {self.io_dtype}"),
+            (self.prune_pattern != "xnnpack" or self.prune_sparsity >= XNNPACK_MIN_SPARSITY,
+             f"--prune-pattern xnnpack: XNNPACK's sparse inference needs at least 2/3 of the 1x1 weights zero; "
+             f"use --prune-sparsity 0.67 or more (got {self.prune_sparsity:g})"),
             (self.prune_sparsity == 0 or self.prune_epochs > 0, "pruning needs --prune-epochs > 0"),
             (self.prune_allocation in PRUNE_ALLOCATIONS,
              f"--prune-allocation must be one of {', '.join(PRUNE_ALLOCATIONS)}, got {self.prune_allocation}"),
@@ -94,11 +117,34 @@ class RunConfig:
         unknown = sorted(set(self.targets) - set(TARGETS))
         if unknown:
             raise PipelineError(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
-        unknown = sorted(set(self.ptq_modes) - set(PTQ_MODES))
+        unknown = sorted(set(self.ptq_modes) - set(EXTRA_MODES))
         if unknown:
-            raise PipelineError(f"unknown PTQ mode(s) {', '.join(unknown)}; choose from {', '.join(PTQ_MODES)}")
+            raise PipelineError(f"unknown PTQ mode(s) {', '.join(unknown)}; choose from {', '.join(EXTRA_MODES)}")
         parse_pattern(self.prune_pattern)
+        for kind, path in (("--weights", self.weights), ("--teacher", None if self.teacher_is_zoo_net else self.teacher)):
+            if path not in (None, "imagenet") and not Path(path).exists():
+                raise PipelineError(f"{kind} file not found: {path}")
         return self
+
+    def fit_settings(self, phase: str, flip: bool | None = None) -> FitSettings:
+        """How training phase ``phase`` (train, teacher, prune, cluster, qat) runs under this configuration.
+
+        ``flip`` defaults to the data's own rule (no mirroring of digits)."""
+        from pipeline.core.data import mirror_safe
+        from pipeline.stages.train import FitSettings
+
+        epochs, lr, weight_decay = {
+            "train": (self.epochs, self.learning_rate, self.weight_decay),
+            "teacher": (self.teacher_epochs or self.epochs, self.learning_rate, self.weight_decay),
+            "prune": (self.prune_epochs, self.prune_learning_rate, 0.0),
+            "cluster": (self.cluster_epochs, self.cluster_learning_rate, 0.0),
+            "qat": (self.qat_epochs, self.qat_learning_rate, 0.0),
+        }[phase]
+        warmup = min(1.0, epochs / 5) if phase in ("train", "teacher") else 0.0
+        return FitSettings(epochs=epochs, learning_rate=lr, batch_size=self.batch_size, weight_decay=weight_decay,
+                           label_smoothing=self.label_smoothing, augment=self.augment,
+                           flip=self.flip and mirror_safe(self.data) if flip is None else flip,
+                           warmup_epochs=warmup, seed=self.seed)
 
     @property
     def pruned(self) -> bool:
@@ -142,3 +188,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> RunConfig
         return RunConfig(**values).validate()
     except TypeError as exc:
         raise PipelineError(f"bad config: {exc}") from None
+
+
+def setting_default(name: str) -> Any:
+    """A RunConfig field's default: the single source of every CLI default."""
+    f = next(f for f in fields(RunConfig) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

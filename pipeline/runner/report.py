@@ -1,58 +1,23 @@
-"""Stage 7: the run's report: ``report.json`` (all figures), ``report.md`` and ``report.png``."""
+"""The run's report: ``report.json`` (all figures), ``report.md`` and ``report.png``."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.runner.config import RunConfig
 from pipeline.core.fsutil import atomic_path, write_json, write_text
-
-STAGE_TITLES = {
-    "keras_teacher": "Keras teacher",
-    "keras_float": "Keras float",
-    "keras_pruned": "Keras pruned",
-    "keras_clustered": "Keras clustered",
-    "keras_qat": "Keras QAT",
-    "tflite_float32": "TFLite float32",
-    "tflite_ptq_int8": "TFLite PTQ int8 (dense)",
-    "tflite_pruned_ptq_int8": "TFLite PTQ int8 (pruned)",
-    "tflite_sparse_float32": "TFLite float32 (sparse)",
-    "tflite_dynamic": "TFLite dynamic-range int8",
-    "tflite_float16": "TFLite float16",
-    "tflite_int16x8": "TFLite 16x8 (int16 act.)",
-    "tflite_selective_int8": "TFLite selective int8",
-    "tflite_int8": "TFLite int8 (deployable)",
-}
+from pipeline.runner.config import RunConfig
+from pipeline.stages.artifacts import DEPLOYABLE, LABELS, ROW_TITLES
+from pipeline.targets import TARGETS
 
 
 def summary_rows(state: dict) -> list[dict]:
     stages = state.get("results", {}).get("evaluate", {}).get("stages", {})
-    return [{"stage": key, "title": STAGE_TITLES.get(key, key), **entry} for key, entry in stages.items()]
+    return [{"stage": key, "title": ROW_TITLES.get(key, key), **entry} for key, entry in stages.items()]
 
 
 def target_lines(state: dict) -> list[str]:
     """One line per deployment target the run checked or prepared, then the reasons behind any CPU op."""
     results = state.get("results", {})
-    lines: list[str] = []
-    if "edgetpu" in results:
-        r = results["edgetpu"]
-        check = r["check"]
-        where = ("compiled: " + ", ".join(Path(p).name for p in r["compile"]["outputs"])) if "outputs" in r["compile"] \
-            else "not compiled: edgetpu_compiler is not installed here"
-        lines.append(f"Edge TPU: {check['mapped_ops']}/{check['total_ops']} ops predicted on the TPU"
-                     f"{'' if r['fully_mapped'] else ' (NOT fully mapped)'}; {where}")
-        lines += [f"  CPU: {reason}" for reason in (*check["model_errors"], *check["reasons"])]
-        lines += [f"  warning: {w}" for w in check["warnings"]]
-    if "nnapi" in results:
-        r = results["nnapi"]
-        lines.append(f"NNAPI (API {r['api_level']}): {r['delegated_ops']}/{r['total_ops']} ops delegated in "
-                     f"{r['partitions']} partition(s)")
-        lines += [f"  CPU: {reason}" for reason in r["reasons"]]
-        lines += [f"  note: {note}" for note in r["notes"]]
-    if "android" in results:
-        r = results["android"]
-        lines.append(f"Android: {', '.join(Path(f).name for f in r['files'])} in {r['out_dir']}; put them into the "
-                     "app with `tflpipe export android RUN_DIR` (see android_demo/README.md)")
-    return lines
+    return [line for name, target in TARGETS.items() if name in results for line in target.summary(results[name])]
 
 
 def write_report(out: Path, config: RunConfig, state: dict) -> list[str]:
@@ -62,8 +27,8 @@ def write_report(out: Path, config: RunConfig, state: dict) -> list[str]:
         "stages_done": state.get("done", []),
         "results": state.get("results", {}),
         "summary": rows,
-        "deployable": "model_int8.tflite",
-        "labels": "labels.txt",
+        "deployable": DEPLOYABLE,
+        "labels": LABELS,
     }
     write_json(out / "report.json", report)
     write_text(out / "report.md", _markdown(config, state, rows))

@@ -1,13 +1,17 @@
 """``tflpipe run``: every stage in order, resumable, all artifacts in one output folder, then the report.
 
-``state.json`` records each finished stage and its results; a re-run with the same configuration
-skips them and continues at the first unfinished stage. Every artifact is written atomically, so
-an interrupted stage leaves nothing half-written behind.
+``state.json`` records each finished stage and its results. Each stage declares the settings it
+reads (:data:`STAGES`); a re-run with changed settings redoes exactly the stages from the first one
+that reads a changed setting, and removes the files the new settings no longer produce (see
+:data:`pipeline.stages.artifacts.ARTIFACTS`). Every artifact is written atomically, so an
+interrupted stage leaves nothing half-written behind.
 """
 from __future__ import annotations
 
 import gzip
+import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,29 +20,22 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.runner.config import CONVERSION_SETTINGS, TARGET_SETTINGS, RunConfig
-from pipeline.core.errors import PipelineError
-from pipeline.core.fsutil import atomic_path, ensure_writable_dir, write_bytes, write_json, write_text
+from pipeline.core.errors import PipelineError, StageFailed
+from pipeline.core.fsutil import (
+    atomic_path,
+    ensure_writable_dir,
+    write_bytes,
+    write_json,
+    write_text,
+)
+from pipeline.runner.config import RunConfig
+from pipeline.stages.artifacts import ARTIFACT, ARTIFACTS, KERAS_FILES, compressed_float
+from pipeline.targets import TARGETS
 
 log = logging.getLogger("tflpipe")
 
 STATE_FILE = "state.json"
-LABELS_FILE = "labels.txt"
-KERAS_FILES = {"teacher": "teacher.h5", "float": "float.h5", "pruned": "pruned.h5", "clustered": "clustered.h5",
-               "qat": "qat.h5"}
-TFLITE_FILES = {
-    "float32": "model_float32.tflite",
-    "ptq_int8": "model_ptq_int8.tflite",
-    "pruned_ptq_int8": "model_pruned_ptq_int8.tflite",
-    "sparse_float32": "model_sparse_float32.tflite",  # pruned float32 stored sparse (--prune-pattern xnnpack)
-    "dynamic": "model_dynamic.tflite",
-    "float16": "model_float16.tflite",
-    "int16x8": "model_int16x8.tflite",
-    "selective_int8": "model_selective_int8.tflite",  # int8 with the worst layers in float (--selective-float)
-    "int8": "model_int8.tflite",  # the deployable file: int8 from QAT (or PTQ when QAT is off)
-}
-QUANT_DEBUG_FILE = "quant_debug.json"
-ANDROID_DIR = "android"
+TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclass
@@ -58,17 +55,15 @@ class RunContext:
         log.info("data: %d train / %d validation images, %d classes", len(train), len(val), len(data.class_names))
         return train, val
 
-    @property
-    def flip(self) -> bool:
-        from pipeline.core.data import mirror_safe
+    def path(self, key: str) -> Path:
+        """The path of artifact ``key`` in the run folder."""
+        return self.out / ARTIFACT[key].file
 
-        return self.config.flip and mirror_safe(self.config.data)
-
-    def path(self, name: str) -> Path:
-        return self.out / name
+    def log_dir(self, stage: str) -> Path | None:
+        return self.out / TENSORBOARD_DIR / stage if self.config.tensorboard else None
 
     def save_keras(self, model, key: str) -> Path:
-        target = self.path(KERAS_FILES[key])
+        target = self.path(key)
         with atomic_path(target) as tmp:
             model.save(tmp, include_optimizer=False)
         return target
@@ -79,17 +74,8 @@ class RunContext:
         if key == "qat" and self.config.cluster:
             from pipeline.stages.qat import load_qat
 
-            return load_qat(self.path(KERAS_FILES[key]), self.load_keras("clustered"), self.pruned, True)
-        return load_keras_model(self.path(KERAS_FILES[key]))
-
-    @property
-    def pruned(self) -> bool:
-        return self.config.pruned
-
-    @property
-    def compressed_float_key(self) -> str:
-        """The last float Keras model: clustered, else pruned, else the trained one."""
-        return "clustered" if self.config.cluster else "pruned" if self.pruned else "float"
+            return load_qat(self.path(key), self.load_keras("clustered"), self.config.pruned, True)
+        return load_keras_model(self.path(key))
 
     @cached_property
     def distillation(self):
@@ -104,26 +90,15 @@ class RunContext:
         return Distillation(teacher, c.kd_temperature, c.kd_alpha)
 
 
-def _fit_settings(ctx: RunContext, epochs: int, lr: float, weight_decay: float, warmup: float = 0.0):
-    from pipeline.stages.train import FitSettings
-
-    c = ctx.config
-    return FitSettings(epochs=epochs, learning_rate=lr, batch_size=c.batch_size, weight_decay=weight_decay,
-                       label_smoothing=c.label_smoothing, augment=c.augment, flip=ctx.flip, warmup_epochs=warmup,
-                       seed=c.seed)
-
-
-def _train_float(ctx: RunContext, name: str, knobs: dict, epochs: int, key: str, weights: str | None = None,
+def _train_float(ctx: RunContext, phase: str, name: str, knobs: dict, key: str, weights: str | None = None,
                  distill=None) -> dict:
     from keras_models import build_model
-    from pipeline.stages.train import fit, keras_accuracy, recalibrate_batchnorm
+    from pipeline.stages.train import fit, keras_accuracy
 
     c = ctx.config
     train, val = ctx.datasets
     model = build_model(name, c.input_size, classes=len(train.class_names), weights=weights, **knobs)
-    settings = _fit_settings(ctx, epochs, c.learning_rate, c.weight_decay, warmup=min(1.0, epochs / 5))
-    history = fit(model, train, val, settings, distill=distill)
-    recalibrate_batchnorm(model, train, settings)
+    history = fit(model, train, val, c.fit_settings(phase), distill=distill, log_dir=ctx.log_dir(phase))
     ctx.save_keras(model, key)
     return {"params": int(model.count_params()), "history": history, "keras_accuracy": keras_accuracy(model, val)}
 
@@ -132,16 +107,13 @@ def stage_teacher(ctx: RunContext) -> dict:
     """Train the zoo net named by --teacher on the run's data, to distill from."""
     c = ctx.config
     knobs = {"alpha": c.teacher_alpha} if c.teacher_alpha is not None else {}
-    return {"model": c.teacher, **_train_float(ctx, c.teacher, knobs, c.teacher_epochs or c.epochs, "teacher")}
+    return {"model": c.teacher, **_train_float(ctx, "teacher", c.teacher, knobs, "teacher")}
 
 
 def stage_train(ctx: RunContext) -> dict:
     c = ctx.config
-    weights = c.weights
-    if weights not in (None, "imagenet") and not Path(weights).is_file():
-        raise PipelineError(f"weights file not found: {weights}")
-    write_text(ctx.path(LABELS_FILE), "\n".join(ctx.datasets[0].class_names) + "\n")
-    result = _train_float(ctx, c.model, c.model_knobs(), c.epochs, "float", weights, ctx.distillation)
+    write_text(ctx.path("labels"), "\n".join(ctx.datasets[0].class_names) + "\n")
+    result = _train_float(ctx, "train", c.model, c.model_knobs(), "float", c.weights, ctx.distillation)
     return {**result, "distilled_from": c.teacher}
 
 
@@ -151,9 +123,8 @@ def stage_prune(ctx: RunContext) -> dict:
 
     c = ctx.config
     train, val = ctx.datasets
-    model = prune(ctx.load_keras("float"), train, val, c.prune_sparsity,
-                  _fit_settings(ctx, c.prune_epochs, c.prune_learning_rate, 0.0), c.prune_pattern, ctx.distillation,
-                  c.prune_allocation)
+    model = prune(ctx.load_keras("float"), train, val, c.prune_sparsity, c.fit_settings("prune"), c.prune_pattern,
+                  ctx.distillation, c.prune_allocation, log_dir=ctx.log_dir("prune"))
     ctx.save_keras(model, "pruned")
     return {"keras_accuracy": keras_accuracy(model, val), "pattern": c.prune_pattern, "allocation": c.prune_allocation,
             **measured_sparsity(model)}
@@ -166,85 +137,85 @@ def stage_cluster(ctx: RunContext) -> dict:
 
     c = ctx.config
     train, val = ctx.datasets
-    model = cluster(ctx.load_keras("pruned" if ctx.pruned else "float"), train, val, c.cluster,
-                    _fit_settings(ctx, c.cluster_epochs, c.cluster_learning_rate, 0.0), c.cluster_init,
-                    preserve_sparsity=ctx.pruned, distill=ctx.distillation, min_weights=c.cluster_min_weights)
+    model = cluster(ctx.load_keras("pruned" if c.pruned else "float"), train, val, c.cluster, c.fit_settings("cluster"),
+                    c.cluster_init, preserve_sparsity=c.pruned, distill=ctx.distillation,
+                    min_weights=c.cluster_min_weights, log_dir=ctx.log_dir("cluster"))
     ctx.save_keras(model, "clustered")
     return {"keras_accuracy": keras_accuracy(model, val), "clusters": c.cluster, "init": c.cluster_init,
             "unique_values": keras_unique_values(model), "sparsity": measured_sparsity(model)["sparsity"]}
 
 
 def stage_qat(ctx: RunContext) -> dict:
-    from pipeline.stages.qat import SCHEMES, qat
+    from pipeline.stages.options import QAT_SCHEMES
+    from pipeline.stages.qat import qat
     from pipeline.stages.train import keras_accuracy
 
     c = ctx.config
     train, val = ctx.datasets
     clustered = bool(c.cluster)
-    model = qat(ctx.load_keras(ctx.compressed_float_key), train, val, _fit_settings(ctx, c.qat_epochs, c.qat_learning_rate, 0.0),
-                preserve_sparsity=ctx.pruned, preserve_clusters=clustered, distill=ctx.distillation)
+    model = qat(ctx.load_keras(compressed_float(c)), train, val, c.fit_settings("qat"), preserve_sparsity=c.pruned,
+                preserve_clusters=clustered, distill=ctx.distillation, log_dir=ctx.log_dir("qat"))
     ctx.save_keras(model, "qat")
-    return {"keras_accuracy": keras_accuracy(model, val), "scheme": SCHEMES[ctx.pruned, clustered],
-            "preserve_sparsity": ctx.pruned, "distilled_from": c.teacher}
+    return {"keras_accuracy": keras_accuracy(model, val), "scheme": QAT_SCHEMES[c.pruned, clustered],
+            "preserve_sparsity": c.pruned, "distilled_from": c.teacher}
 
 
 def stage_convert(ctx: RunContext) -> dict:
-    from pipeline.stages.convert import FULL_INT8_MODES, convert, float_ops
+    """Every ``.tflite`` of the convert stage that this configuration asks for (see ARTIFACTS)."""
+    from pipeline.stages.convert import convert, float_ops
+    from pipeline.stages.options import CONVERSION_MODES
 
     c = ctx.config
     train, _ = ctx.datasets
-    jobs = [("float32", "float", "float32"), ("ptq_int8", "float", "ptq_int8")]
-    if ctx.pruned:
-        jobs.append(("pruned_ptq_int8", "pruned", "ptq_int8"))
-    if ctx.pruned and c.prune_pattern == "xnnpack":
-        jobs.append(("sparse_float32", "pruned", "sparse_float32"))
-    jobs += [(mode, ctx.compressed_float_key, mode) for mode in c.ptq_modes]
-    jobs.append(("int8", "qat", "qat_int8") if c.qat else ("int8", ctx.compressed_float_key, "ptq_int8"))
     results = {}
-    for key, source, mode in jobs:
+    for artifact in _produced(c, "convert", "tflite"):
+        mode, source = artifact.mode(c), artifact.source(c)
         start = time.perf_counter()
-        data = convert(ctx.load_keras(source), mode, train.images, c.io_dtype)
-        target = write_bytes(ctx.path(TFLITE_FILES[key]), data)
-        results[key] = {"file": target.name, "mode": mode, "from": KERAS_FILES[source],
-                        "seconds": round(time.perf_counter() - start, 1)}
-        if mode in FULL_INT8_MODES:
-            results[key]["float_ops"] = float_ops(target)
-            if results[key]["float_ops"]:
-                log.warning("%s still has float ops: %s", target.name, ", ".join(results[key]["float_ops"]))
+        target = write_bytes(ctx.path(artifact.key), convert(ctx.load_keras(source), mode, train.images, c.io_dtype))
+        results[artifact.key] = {"file": target.name, "mode": mode, "from": KERAS_FILES[source],
+                                 "seconds": round(time.perf_counter() - start, 1)}
+        if CONVERSION_MODES[mode].full_int8:
+            results[artifact.key]["float_ops"] = float_ops(target)
+            if results[artifact.key]["float_ops"]:
+                log.warning("%s still has float ops: %s", target.name, ", ".join(results[artifact.key]["float_ops"]))
     return results
 
 
 def stage_quant_debug(ctx: RunContext) -> dict:
     """Per-layer int8 error of the final float model; with --selective-float, an int8 file keeping the worst in float."""
     from pipeline.stages.convert import float_ops
-    from pipeline.stages.quant_debug import EDGETPU_NOTE, layer_errors, selective_quantize
+    from pipeline.stages.quant_debug import (
+        EDGETPU_NOTE,
+        layer_errors,
+        selective_quantize,
+    )
 
     c = ctx.config
     train, _ = ctx.datasets
-    model = ctx.load_keras(ctx.compressed_float_key)
+    source = compressed_float(c)
+    model = ctx.load_keras(source)
     rows = layer_errors(model, train.images)
-    write_json(ctx.path(QUANT_DEBUG_FILE), {"model": KERAS_FILES[ctx.compressed_float_key], "layers": rows})
-    result: dict = {"file": QUANT_DEBUG_FILE, "from": KERAS_FILES[ctx.compressed_float_key],
+    report_file = write_json(ctx.path("quant_debug"), {"model": KERAS_FILES[source], "layers": rows})
+    result: dict = {"file": report_file.name, "from": KERAS_FILES[source],
                     "worst": [{k: r[k] for k in ("layer", "op", "rmse_over_scale")} for r in rows[:5]]}
     if c.selective_float:
         kept = rows[: c.selective_float]
-        target = write_bytes(ctx.path(TFLITE_FILES["selective_int8"]), selective_quantize(model, train.images, [r["tensor"] for r in kept]))
+        target = write_bytes(ctx.path("selective_int8"), selective_quantize(model, train.images, [r["tensor"] for r in kept]))
         result["selective"] = {"file": target.name, "float_layers": [r["layer"] for r in kept],
                                "float_ops": float_ops(target), "edgetpu": EDGETPU_NOTE}
     return result
 
 
 def stage_metadata(ctx: RunContext) -> dict:
-    from pipeline.stages.metadata import write_metadata
     from pipeline.core.labels import read_labels
+    from pipeline.stages.metadata import write_metadata
 
-    labels = read_labels(ctx.path(LABELS_FILE))
+    labels = read_labels(ctx.path("labels"))
     written = []
-    for key, name in TFLITE_FILES.items():
-        if ctx.path(name).exists():
-            write_metadata(ctx.path(name), labels, name=f"{ctx.config.model} ({key})",
-                           description=f"{ctx.config.model} classifier produced by tflpipe ({key}).")
-            written.append(name)
+    for artifact in _produced(ctx.config, kind="tflite"):
+        write_metadata(ctx.path(artifact.key), labels, name=f"{ctx.config.model} ({artifact.key})",
+                       description=f"{ctx.config.model} classifier produced by tflpipe ({artifact.key}).")
+        written.append(artifact.file)
     return {"files": written, "labels": len(labels)}
 
 
@@ -252,79 +223,27 @@ def stage_evaluate(ctx: RunContext) -> dict:
     from pipeline.core.litert import benchmark, evaluate
     from pipeline.stages.train import keras_accuracy
 
+    c = ctx.config
     _, val = ctx.datasets
-    stages: dict[str, dict] = {}
-    for key, name in KERAS_FILES.items():
-        if ctx.path(name).exists():
-            stages[f"keras_{key}"] = {"kind": "keras", "file": name, "accuracy": keras_accuracy(ctx.load_keras(key), val)}
-    for key, name in TFLITE_FILES.items():
-        path = ctx.path(name)
-        if not path.exists():
-            continue
+    rows: dict[str, dict] = {}
+    for artifact in _produced(c, kind="keras"):
+        rows[artifact.row] = {"kind": "keras", "file": artifact.file,
+                              "accuracy": keras_accuracy(ctx.load_keras(artifact.key), val)}
+    for artifact in _produced(c, kind="tflite"):
+        path = ctx.path(artifact.key)
         data = path.read_bytes()
-        entry = {"kind": "tflite", "file": name, **evaluate(path, val, threads=2, progress=True),
+        entry = {"kind": "tflite", "file": artifact.file, **evaluate(path, val, threads=2, progress=True),
                  "size_bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9)),
                  "weight_sparsity": tflite_weight_sparsity(path)}
-        if key == "int8" and ctx.config.cluster:
+        if artifact.key == "int8" and c.cluster:
             from pipeline.stages.cluster import tflite_unique_values
 
-            clustered = [u for u in tflite_unique_values(path).values() if u["weights"] >= ctx.config.cluster_min_weights]
+            clustered = [u for u in tflite_unique_values(path).values() if u["weights"] >= c.cluster_min_weights]
             entry["max_unique_per_channel"] = max(u["max_unique_per_channel"] for u in clustered)
         for threads in (1, 2):
-            entry[f"latency_ms_{threads}t"] = benchmark(path, threads, runs=ctx.config.benchmark_runs)["latency_ms_median"]
-        stages[f"tflite_{key}"] = entry
-    return {"stages": stages, "validation_images": len(val)}
-
-
-class StageFailed(PipelineError):
-    """A stage that ran to the end but whose verdict stops the run; its result still goes into the report."""
-
-    def __init__(self, message: str, result: dict):
-        super().__init__(message)
-        self.result = result
-
-
-def stage_edgetpu(ctx: RunContext) -> dict:
-    """Static Edge TPU check of the deployable model, and the real compiler's verdict when it is installed."""
-    from edgetpu.check import check_model
-    from edgetpu.compiler import INSTALL_HINT, compile_model, find_compiler
-
-    model = ctx.path(TFLITE_FILES["int8"])
-    check = check_model(model)
-    result: dict = {"check": check.to_dict()}
-    cpu_ops = dict(check.cpu_ops)
-    if find_compiler():
-        compiled = compile_model(model, ctx.path("edgetpu")).to_dict()
-        result["compile"] = compiled
-        cpu_ops = {name: n for m in compiled["models"] for name, n in m["cpu_ops"].items()}
-    else:
-        result["compile"] = {"skipped": INSTALL_HINT}
-        log.warning("edgetpu: static check only; %s", INSTALL_HINT)
-    mapped = not check.model_errors and not cpu_ops
-    result["fully_mapped"] = mapped
-    if not mapped and not ctx.config.allow_cpu_ops:
-        problems = check.model_errors or [f"{name} x{n}" for name, n in cpu_ops.items()]
-        raise StageFailed(f"edgetpu: the model does not map fully to the Edge TPU ({'; '.join(problems)}); "
-                          "see report.md for the reasons, or pass --allow-cpu-ops to accept CPU ops", result)
-    return result
-
-
-def stage_nnapi(ctx: RunContext) -> dict:
-    """Which ops of the deployable model Android's NNAPI delegate takes, by API level."""
-    from pipeline.targets.nnapi import check_model
-
-    result = check_model(ctx.path(TFLITE_FILES["int8"]), api_level=ctx.config.nnapi_api_level)
-    if result["cpu_ops"]:
-        log.warning("nnapi: %d of %d ops fall back to the CPU at API %d", result["total_ops"] - result["delegated_ops"],
-                    result["total_ops"], result["api_level"])
-    return result
-
-
-def stage_android(ctx: RunContext) -> dict:
-    """The Android demo's assets (model, labels, model_config.json) in the run folder, ready to copy."""
-    from pipeline.targets.android.export import export_android
-
-    return export_android(ctx.out, ctx.path(ANDROID_DIR))
+            entry[f"latency_ms_{threads}t"] = benchmark(path, threads, runs=c.benchmark_runs)["latency_ms_median"]
+        rows[artifact.row] = entry
+    return {"stages": rows, "validation_images": len(val)}
 
 
 def tflite_weight_sparsity(path: Path) -> float:
@@ -343,77 +262,169 @@ def tflite_weight_sparsity(path: Path) -> float:
     return zeros / total if total else 0.0
 
 
-STAGES: list[tuple[str, Callable[[RunContext], dict], Callable[[RunConfig], bool]]] = [
-    ("teacher", stage_teacher, lambda c: c.teacher_is_zoo_net),
-    ("train", stage_train, lambda c: True),
-    ("prune", stage_prune, lambda c: c.pruned),
-    ("cluster", stage_cluster, lambda c: c.cluster > 0),
-    ("qat", stage_qat, lambda c: c.qat),
-    ("convert", stage_convert, lambda c: True),
-    ("quant_debug", stage_quant_debug, lambda c: c.debug_quantization),
-    ("metadata", stage_metadata, lambda c: True),
-    ("evaluate", stage_evaluate, lambda c: True),
-    ("edgetpu", stage_edgetpu, lambda c: "edgetpu" in c.targets),
-    ("nnapi", stage_nnapi, lambda c: "nnapi" in c.targets),
-    ("android", stage_android, lambda c: "android" in c.targets),
-]
+def _target_stage(name: str) -> Callable[[RunContext], dict]:
+    target = TARGETS[name]
+
+    def run(ctx: RunContext) -> dict:
+        return target.run(ctx.path("int8"), ctx.out, **{s: getattr(ctx.config, s) for s in target.settings})
+
+    run.__doc__ = target.title
+    return run
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[RunContext], dict]
+    enabled: Callable[[RunConfig], bool]
+    reads: tuple[str, ...]  # the settings its result depends on: changing one re-runs it and every later stage
+
+
+_FIT = ("data", "input_size", "validation_split", "seed", "batch_size", "label_smoothing", "augment", "flip")
+_KD = ("teacher", "kd_temperature", "kd_alpha")
+
+STAGES: tuple[Stage, ...] = (
+    Stage("teacher", stage_teacher, lambda c: c.teacher_is_zoo_net,
+          (*_FIT, "teacher", "teacher_alpha", "teacher_epochs", "epochs", "learning_rate", "weight_decay")),
+    Stage("train", stage_train, lambda c: True,
+          (*_FIT, *_KD, "model", "alpha", "model_args", "weights", "epochs", "learning_rate", "weight_decay")),
+    Stage("prune", stage_prune, lambda c: c.pruned,
+          (*_FIT, *_KD, "prune_sparsity", "prune_epochs", "prune_learning_rate", "prune_pattern", "prune_allocation")),
+    Stage("cluster", stage_cluster, lambda c: c.cluster > 0,
+          (*_FIT, *_KD, "cluster", "cluster_init", "cluster_epochs", "cluster_min_weights", "cluster_learning_rate")),
+    Stage("qat", stage_qat, lambda c: c.qat, (*_FIT, *_KD, "qat", "qat_epochs", "qat_learning_rate")),
+    Stage("convert", stage_convert, lambda c: True, ("io_dtype", "ptq_modes")),
+    Stage("quant_debug", stage_quant_debug, lambda c: c.debug_quantization, ("quant_debug", "selective_float")),
+    Stage("metadata", stage_metadata, lambda c: True, ()),
+    Stage("evaluate", stage_evaluate, lambda c: True, ("benchmark_runs",)),
+    *(Stage(name, _target_stage(name), lambda c, n=name: n in c.targets, target.settings)
+      for name, target in TARGETS.items()),
+)
+STAGE = {s.name: s for s in STAGES}
+# Settings no stage's result depends on: which target stages run, and where training logs go.
+NOT_READ_BY_STAGES = ("targets", "tensorboard")
+
+
+def _produced(config: RunConfig, stage: str | None = None, kind: str | None = None):
+    """The artifacts this configuration's stages write (optionally of one stage or kind), in table order."""
+    return [a for a in ARTIFACTS if STAGE[a.stage].enabled(config) and a.when(config)
+            and stage in (None, a.stage) and kind in (None, a.kind)]
+
+
+def stages_to_keep(previous_config: dict, config: RunConfig, done: list[str]) -> list[str]:
+    """Of the ``done`` stages of a run made with ``previous_config``, those still valid under ``config``.
+
+    Settings the earlier run did not know yet count as their defaults. A changed setting
+    invalidates the first stage that reads it and every stage after that one.
+    """
+    before = {**RunConfig().to_dict(), **previous_config}
+    now = config.to_dict()
+    changed = {key for key in now if before.get(key) != now[key]}
+    first = next((i for i, s in enumerate(STAGES) if changed & set(s.reads)), len(STAGES))
+    valid = {s.name for s in STAGES[:first] if s.enabled(config)}
+    return [name for name in done if name in valid]
+
+
+def remove_stale_artifacts(out: Path, config: RunConfig) -> list[str]:
+    """Delete the run files that ``config`` no longer produces (a mode dropped, pruning turned off...)."""
+    wanted = {a.file for a in _produced(config)}
+    removed = []
+    for artifact in ARTIFACTS:
+        path = out / artifact.file
+        if artifact.file in wanted or not (path.exists() or path.is_symlink()):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed.append(artifact.file)
+    return removed
+
+
+def _load_state(state_path: Path) -> dict:
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise PipelineError(f"{state_path} is corrupt; re-run with --restart to start over") from None
+    if not (isinstance(state, dict) and isinstance(state.get("done"), list) and isinstance(state.get("results"), dict)
+            and isinstance(state.get("config", {}), dict)):
+        raise PipelineError(f"{state_path} is not a tflpipe run state; re-run with --restart to start over")
+    return state
 
 
 def run_pipeline(config: RunConfig, out: str | Path, restart: bool = False) -> dict:
     """Run (or resume) every stage for ``config`` in ``out``; returns the final state."""
+    from pipeline.runner.report import write_report
+
     out = ensure_writable_dir(out)
     state_path = out / STATE_FILE
     state = {"config": config.to_dict(), "done": [], "results": {}}
     if state_path.exists() and not restart:
-        import json
-
-        try:
-            previous = json.loads(state_path.read_text())
-        except ValueError:
-            raise PipelineError(f"{state_path} is corrupt; re-run with --restart to start over") from None
-        changed = _model_changes(previous.get("config", {}), config)
-        if set(changed) - set(CONVERSION_SETTINGS):
-            raise PipelineError(f"{out} holds a run with other settings ({', '.join(changed)}); "
-                                "use another --out or --restart")
-        state = {**previous, "config": config.to_dict()}
-        if changed:  # only conversion settings: keep the trained models, redo conversion onwards
-            later = [name for name, _, _ in STAGES[[n for n, _, _ in STAGES].index("convert"):]]
-            state["done"] = [name for name in state["done"] if name not in later]
-    from pipeline.runner.report import write_report
-
+        previous = _load_state(state_path)
+        kept = stages_to_keep(previous.get("config", {}), config, previous["done"])
+        redo = [name for name in previous["done"] if name not in kept]
+        if redo:
+            log.info("settings changed: redoing %s", ", ".join(redo))
+        state = {"config": config.to_dict(), "done": kept,
+                 "results": {name: r for name, r in previous["results"].items() if name in kept}}
+    for name in remove_stale_artifacts(out, config):
+        log.info("removed %s: these settings no longer produce it", name)
+    write_json(state_path, state)
     ctx = RunContext(config, out, state)
-    for name, stage, enabled in STAGES:
-        if not enabled(config):
+    for stage in STAGES:
+        if not stage.enabled(config):
             continue
-        if name in state["done"]:
-            log.info("stage %s: done earlier, skipped", name)
+        if stage.name in state["done"]:
+            log.info("stage %s: done earlier, skipped", stage.name)
             continue
-        log.info("stage %s ...", name)
+        log.info("stage %s ...", stage.name)
         start = time.perf_counter()
         try:
-            result = stage(ctx)
+            result = stage.run(ctx)
         except StageFailed as failure:
-            state["results"][name] = {**failure.result, "failed": str(failure)}
+            state["results"][stage.name] = {**failure.result, "failed": str(failure)}
             write_json(state_path, state)
             write_report(out, config, state)
             raise
         result["seconds"] = round(time.perf_counter() - start, 1)
-        state["results"][name] = result
-        if name not in state["done"]:
-            state["done"].append(name)
+        state["results"][stage.name] = result
+        state["done"].append(stage.name)
         write_json(state_path, state)
-        log.info("stage %s finished in %.1f s", name, result["seconds"])
+        log.info("stage %s finished in %.1f s", stage.name, result["seconds"])
     write_report(out, config, state)  # a view of the state, refreshed on every run
     return state
 
 
-def _model_changes(previous: dict, config: RunConfig) -> list[str]:
-    """Settings that differ from a finished run's and would change its models.
+def seed_run(out: str | Path, config: RunConfig, artifacts: dict[str, str | Path],
+             results: dict[str, dict] | None = None) -> dict:
+    """Start run folder ``out`` from existing artifacts, so ``run_pipeline`` trains only what follows.
 
-    Deployment targets only add stages after the models exist, and settings the earlier run did not
-    know yet count as their defaults, so neither forces a retrain; conversion settings are returned
-    (the caller redoes conversion) but need no retraining either.
+    ``artifacts`` maps artifact keys (``float``, ``pruned``, ``labels``...) to files to copy in; the
+    stages that write them count as done, with their ``results`` when given (e.g. from the run they
+    came from). Every stage before a seeded one must be seeded too, so the state never claims work
+    that is not there. An ``out`` that already holds a run is left as it is.
     """
-    before = {**RunConfig().to_dict(), **previous}
-    now = config.to_dict()
-    return sorted(key for key in now if key not in TARGET_SETTINGS and before.get(key) != now[key])
+    out = ensure_writable_dir(out)
+    state_path = out / STATE_FILE
+    if state_path.exists():
+        return _load_state(state_path)
+    unknown = sorted(set(artifacts) - set(ARTIFACT))
+    if unknown:
+        raise PipelineError(f"unknown artifact(s) {', '.join(unknown)}; known: {', '.join(ARTIFACT)}")
+    seeded = {ARTIFACT[key].stage for key in artifacts}
+    last = max(i for i, s in enumerate(STAGES) if s.name in seeded)
+    done = [s.name for s in STAGES[: last + 1] if s.enabled(config)]
+    for stage in done:
+        needed = [a.key for a in _produced(config, stage) if a.kind != "dir"]
+        missing = [key for key in needed if key not in artifacts]
+        if missing:
+            raise PipelineError(f"seeding stage {stage} needs artifact(s) {', '.join(missing)} too")
+    for key, source in artifacts.items():
+        if not Path(source).is_file():
+            raise PipelineError(f"seed artifact {key} not found: {source}")
+        write_bytes(out / ARTIFACT[key].file, Path(source).read_bytes())
+    results = results or {}
+    state = {"config": config.to_dict(), "done": done,
+             "results": {stage: results.get(stage, {"seeded": True}) for stage in done}}
+    write_json(state_path, state)
+    return state

@@ -145,7 +145,7 @@ def train_binary(model: keras.Model, train: ImageSet, val: ImageSet | None = Non
     if tuple(train.images.shape[1:]) != tuple(model.input_shape[1:]):
         raise PipelineError(f"{model.name} takes {model.input_shape[1:]} images, the data holds "
                             f"{train.images.shape[1:]}; load the data at the model's size")
-    return fit(model, train, val, settings, callbacks=callbacks)
+    return fit(model, train, val, settings, callbacks=callbacks, recalibrate=False)  # reported as trained
 
 
 def binary_model_summary(model: keras.Model) -> dict:

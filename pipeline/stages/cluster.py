@@ -12,16 +12,15 @@ import tensorflow_model_optimization as tfmot
 
 from pipeline.core.data import ImageSet
 from pipeline.core.errors import PipelineError
+from pipeline.core.tf_env import keras
 from pipeline.stages.options import CENTROID_INITS
 from pipeline.stages.prune import _prunable
-from pipeline.core.tf_env import keras
-from pipeline.stages.train import Distillation, FitSettings, fit, recalibrate_batchnorm
-
+from pipeline.stages.train import Distillation, FitSettings, fit
 
 
 def cluster(model: keras.Model, train: ImageSet, val: ImageSet | None, clusters: int, settings: FitSettings,
             init: str = "kmeans++", preserve_sparsity: bool = False, distill: Distillation | None = None,
-            min_weights: int = 0) -> keras.Model:
+            min_weights: int = 0, log_dir=None) -> keras.Model:
     """Cluster the conv/dense kernels of ``model`` to ``clusters`` values, fine-tune, strip; returns a plain model.
 
     Kernels under ``min_weights`` weights stay as they are: the stem and small early layers add little
@@ -43,11 +42,8 @@ def cluster(model: keras.Model, train: ImageSet, val: ImageSet | None, clusters:
         return layer
 
     wrapped = keras.models.clone_model(model, clone_function=annotate)
-    if settings.epochs > 0:
-        fit(wrapped, train, val, settings, distill=distill)
-    stripped = tfmot.clustering.keras.strip_clustering(wrapped)
-    recalibrate_batchnorm(stripped, train, settings)
-    return stripped
+    fit(wrapped, train, val, settings, distill=distill, log_dir=log_dir)
+    return tfmot.clustering.keras.strip_clustering(wrapped)  # fit left BatchNorm recalibrated
 
 
 def keras_unique_values(model: keras.Model) -> dict[str, int]:

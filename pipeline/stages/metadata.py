@@ -23,10 +23,14 @@ def write_metadata(
     description: str = "",
 ) -> Path:
     """Embed labels and input normalization into ``model_path`` (or into a copy at ``out_path``)."""
-    import pipeline.core.tf_env  # noqa: F401  (the writers import TensorFlow; configure it first)
     from tensorflow_lite_support.metadata import metadata_schema_py_generated as meta
     from tensorflow_lite_support.metadata import schema_py_generated as tflite_schema
-    from tensorflow_lite_support.metadata.python.metadata_writers import image_classifier, metadata_info
+    from tensorflow_lite_support.metadata.python.metadata_writers import (
+        image_classifier,
+        metadata_info,
+    )
+
+    import pipeline.core.tf_env  # noqa: F401  (the writers import TensorFlow; configure it first)
 
     model_path = Path(model_path)
     model = read_model(model_path)

@@ -21,11 +21,14 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from pipeline.core.data import ImageSet
-from pipeline.stages.options import PRUNE_ALLOCATIONS, XNNPACK_MIN_SPARSITY, parse_pattern
 from pipeline.core.errors import PipelineError
 from pipeline.core.tf_env import keras
-from pipeline.stages.train import Distillation, FitSettings, fit, recalibrate_batchnorm
-
+from pipeline.stages.options import (
+    PRUNE_ALLOCATIONS,
+    XNNPACK_MIN_SPARSITY,
+    parse_pattern,
+)
+from pipeline.stages.train import Distillation, FitSettings, fit
 
 
 def _prunable(layer: keras.layers.Layer) -> bool:
@@ -37,7 +40,7 @@ def _prunable(layer: keras.layers.Layer) -> bool:
 
 def prune(model: keras.Model, train: ImageSet, val: ImageSet | None, target_sparsity: float, settings: FitSettings,
           pattern: str = "unstructured", distill: Distillation | None = None,
-          allocation: str = "uniform") -> keras.Model:
+          allocation: str = "uniform", log_dir=None) -> keras.Model:
     """Fine-tune ``model`` while pruning it to ``target_sparsity`` in ``pattern``; returns the stripped model.
 
     An m:n pattern fixes the sparsity at m/n (``target_sparsity`` is ignored) and skips layers whose
@@ -82,10 +85,8 @@ def prune(model: keras.Model, train: ImageSet, val: ImageSet | None, target_spar
 
         # The clone reuses (wraps) the trained layers themselves, so their weights carry over.
         wrapped = keras.models.clone_model(model, clone_function=annotate)
-    fit(wrapped, train, val, settings, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], distill=distill)
-    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
-    recalibrate_batchnorm(stripped, train, settings)
-    return stripped
+    fit(wrapped, train, val, settings, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], distill=distill, log_dir=log_dir)
+    return tfmot.sparsity.keras.strip_pruning(wrapped)  # fit left BatchNorm recalibrated
 
 
 def layer_sparsities(model: keras.Model, target: float, allocation: str = "uniform") -> dict[str, float]:

@@ -10,10 +10,9 @@ import tensorflow_model_optimization as tfmot
 
 from pipeline.core.data import ImageSet
 from pipeline.core.errors import PipelineError
-from pipeline.stages.options import QAT_SCHEMES
 from pipeline.core.tf_env import keras
+from pipeline.stages.options import QAT_SCHEMES
 from pipeline.stages.train import Distillation, FitSettings, fit
-
 
 
 def custom_objects() -> dict:
@@ -45,14 +44,15 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False, preserve_clust
 
 
 def qat(model: keras.Model, train: ImageSet, val: ImageSet | None, settings: FitSettings, preserve_sparsity: bool,
-        preserve_clusters: bool = False, distill: Distillation | None = None) -> keras.Model:
+        preserve_clusters: bool = False, distill: Distillation | None = None, log_dir=None) -> keras.Model:
     """Quantization-aware fine-tuning (with a teacher's targets as the loss, given ``distill``).
 
     Returns the QAT-wrapped model; the converter reads its ranges.
     """
     wrapped = quantize(model, preserve_sparsity, preserve_clusters)
     if settings.epochs > 0:
-        fit(wrapped, train, val, settings, distill=distill)
+        # Training mode would move the quantizers' ranges, so BatchNorm statistics stay as trained.
+        fit(wrapped, train, val, settings, distill=distill, log_dir=log_dir, recalibrate=False)
     return wrapped
 
 

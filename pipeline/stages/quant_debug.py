@@ -12,15 +12,15 @@ import io
 
 import numpy as np
 
-from pipeline.stages.convert import check_calibration_images, representative_dataset, run_converter
 from pipeline.core.tf_env import keras, tf
+from pipeline.stages.convert import check_calibration_images, keras_converter, representative_dataset, run_converter
 
 EDGETPU_NOTE = ("keeps float ops: for CPU/GPU targets only; the Edge TPU runs only full-int8 models, "
                 "so this file would fall back to the CPU there")
 
 
 def _converter(model: keras.Model, images: np.ndarray):
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = keras_converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset(images)
     return converter

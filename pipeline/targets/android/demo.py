@@ -16,12 +16,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pipeline.targets.android import frames
-from pipeline.core.labels import read_labels
 from pipeline.core.data import IMAGE_SUFFIXES
 from pipeline.core.errors import PipelineError
-
-RUN_DIR_MODEL, RUN_DIR_LABELS = "model_int8.tflite", "labels.txt"
+from pipeline.core.labels import read_labels
+from pipeline.stages.artifacts import DEPLOYABLE as RUN_DIR_MODEL
+from pipeline.stages.artifacts import LABELS as RUN_DIR_LABELS
+from pipeline.targets.android import frames
 
 
 @dataclass

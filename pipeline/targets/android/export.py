@@ -8,13 +8,19 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pipeline.targets.android import frames
-from pipeline.core.labels import read_labels
-from pipeline.targets.android.demo import RUN_DIR_LABELS, RUN_DIR_MODEL, input_spec
 from pipeline.core.errors import PipelineError
-from pipeline.core.fsutil import ensure_writable_dir, write_bytes, write_json, write_text
+from pipeline.core.fsutil import (
+    ensure_writable_dir,
+    write_bytes,
+    write_json,
+    write_text,
+)
+from pipeline.core.labels import read_labels
+from pipeline.stages.artifacts import DEPLOYABLE as RUN_DIR_MODEL
+from pipeline.stages.artifacts import LABELS as RUN_DIR_LABELS
+from pipeline.targets.android.demo import input_spec
 
-DEFAULT_ASSETS = Path(__file__).resolve().parents[1] / "android_demo/app/src/main/assets"
+DEFAULT_ASSETS = Path(__file__).resolve().parents[3] / "android_demo/app/src/main/assets"
 MODEL_ASSET, LABELS_ASSET, CONFIG_ASSET = "model.tflite", "labels.txt", "model_config.json"
 CONFIG_FORMAT = 1
 
