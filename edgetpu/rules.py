@@ -92,12 +92,11 @@ def _fully_connected(model: TFLiteModel, op: Operator, runtime: int) -> list[Iss
 
 
 def _mean(model: TFLiteModel, op: Operator, runtime: int) -> list[Issue]:
-    axes = _const_values(model, op.inputs[1]) if len(op.inputs) > 1 else None
+    issues, axes = _reduce_no_batch(model, op, runtime), _reduction_axes(model, op)
     if axes is None:
-        return [Issue("reduction axes are not constant", "use constant axes")]
+        return issues
     rank = model.tensor(op.inputs[0]).rank
     axes = [a % rank for a in axes]
-    issues = _batch_axis(model, op, axes, "reduces over")
     if runtime <= 12 and any(a not in (1, 2) for a in axes if a):
         issues.append(Issue("reduces over the channel axis, which needs runtime 13+", "compile with -m 13 or higher"))
     channels = model.tensor(op.inputs[0]).shape[-1]
@@ -106,11 +105,16 @@ def _mean(model: TFLiteModel, op: Operator, runtime: int) -> list[Issue]:
     return issues
 
 
+def _reduction_axes(model: TFLiteModel, op: Operator) -> list[int] | None:
+    return _const_values(model, op.inputs[1]) if len(op.inputs) > 1 else None
+
+
 def _reduce_no_batch(model: TFLiteModel, op: Operator, runtime: int) -> list[Issue]:
-    axes = _const_values(model, op.inputs[1]) if len(op.inputs) > 1 else None
+    axes = _reduction_axes(model, op)
     if axes is None:
         return [Issue("reduction axes are not constant", "use constant axes")]
-    return _batch_axis(model, op, axes, "reduces over")
+    rank = model.tensor(op.inputs[0]).rank
+    return _batch_axis(model, op, [a % rank for a in axes], "reduces over")
 
 
 def _pad(model: TFLiteModel, op: Operator, runtime: int) -> list[Issue]:

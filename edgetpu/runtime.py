@@ -5,13 +5,11 @@ without a device these functions refuse in one line instead of silently timing t
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
-
-import numpy as np
 
 from edgetpu.board import classify as board
 from pipeline.core.errors import PipelineError
+from pipeline.core.litert import time_invokes
 from pipeline.core.tflite_file import read_model
 
 NO_DEVICE = ("no Edge TPU available: the libedgetpu delegate could not be loaded; install the Edge TPU runtime "
@@ -42,19 +40,11 @@ def run_image(model: str | Path, image: str | Path, labels: list[str] | None = N
 
 
 def benchmark(model: str | Path, runs: int = 50, warmup: int = 5) -> dict:
-    """Latency of ``runs`` invocations on random input, after ``warmup`` (the first loads the parameters)."""
-    interpreter = tpu_interpreter(model)
-    detail = interpreter.get_input_details()[0]
-    rng = np.random.default_rng(0)
-    info = np.iinfo(detail["dtype"]) if np.issubdtype(detail["dtype"], np.integer) else None
-    data = (rng.integers(info.min, info.max + 1, size=detail["shape"]) if info else rng.standard_normal(detail["shape"]))
-    interpreter.set_tensor(detail["index"], data.astype(detail["dtype"]))
-    times = []
-    for i in range(warmup + runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    ms = np.array(times) * 1000
-    return {"model": str(model), "device": "edgetpu", "runs": runs, "mean_ms": float(ms.mean()),
-            "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90))}
+    """Latency of ``runs`` invocations on random input, after ``warmup`` (the first loads the parameters).
+
+    The keys are LiteRT's (``pipeline.core.litert.benchmark``); ``mean_ms``/``p50_ms``/``p90_ms`` stay
+    for scripts written against earlier versions.
+    """
+    stats = time_invokes(tpu_interpreter(model), runs, warmup)
+    return {"model": str(model), "device": "edgetpu", **stats, "mean_ms": stats["latency_ms_mean"],
+            "p50_ms": stats["latency_ms_median"], "p90_ms": stats["latency_ms_p90"]}

@@ -8,6 +8,7 @@ from pipeline.core.data import ImageSet
 from pipeline.core.errors import PipelineError
 from pipeline.stages import binarize
 from pipeline.stages.train import FitSettings
+from tests.helpers import colour_blobs as blobs
 
 
 @pytest.fixture
@@ -15,14 +16,8 @@ def larq():
     return pytest.importorskip("larq")
 
 
-def colour_blobs(classes: int = 3, per_class: int = 16, size: int = 16, seed: int = 0) -> ImageSet:
-    rng = np.random.default_rng(seed)
-    palette = np.array([[220, 40, 40], [40, 200, 60], [50, 60, 230]])
-    images = rng.integers(0, 60, size=(classes * per_class, size, size, 3)).astype(np.uint8)
-    labels = np.repeat(np.arange(classes), per_class)
-    for i, c in enumerate(labels):
-        y, x = rng.integers(0, size // 2, size=2)
-        images[i, y : y + size // 2, x : x + size // 2] = palette[c]
+def colour_blobs(classes: int = 3, per_class: int = 16, size: int = 16) -> ImageSet:
+    images, labels = blobs(classes, per_class, size)
     return ImageSet(images, labels.astype(np.int64), [f"c{c}" for c in range(classes)])
 
 

@@ -6,38 +6,25 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from pipeline.cli import main
 from pipeline.core.tflite_file import read_model
-from tests.conftest import write_image_folder
-
-TINY_V1 = ["--model", "mobilenet_v1", "--alpha", "0.25", "--input-size", "32", "--batch-size", "16"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def json_output(result) -> dict:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output[result.output.index("{"):])
+from tests.helpers import TINY_V1, invoke, json_output
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_image_folder(tmp_path_factory.mktemp("cdata"), classes=3, per_class=40, size=32)
+def data(run_data):
+    return run_data
 
 
 @pytest.fixture(scope="module")
 def toolbox_run(tmp_path_factory, data):
     """One run with every switch: zoo teacher, 2:4 pruning, 8 clusters (PCQAT), PTQ modes, selective int8."""
     out = tmp_path_factory.mktemp("toolbox") / "out"
-    result = invoke("run", *TINY_V1, "--data", data, "--epochs", 2, "--learning-rate", 0.02,
-                    "--teacher", "mobilenet_v1", "--teacher-alpha", 0.5, "--teacher-epochs", 2,
+    result = invoke("run", *TINY_V1, "--data", data, "--epochs", 1, "--learning-rate", 0.02,
+                    "--teacher", "mobilenet_v1", "--teacher-alpha", 0.5, "--teacher-epochs", 1,
                     "--prune-sparsity", 0.5, "--prune-pattern", "2:4", "--prune-epochs", 1, "--cluster", 8,
                     "--ptq-mode", "dynamic", "--ptq-mode", "float16", "--ptq-mode", "int16x8",
-                    "--selective-float", 2, "--out", out, "--json")
+                    "--selective-float", 2, "--benchmark-runs", 2, "--out", out, "--json")
     return {"out": out, "summary": json_output(result), "report": None}
 
 
@@ -100,9 +87,10 @@ def test_quant_debug_ranks_layers_and_selective_int8_says_it_is_not_for_the_edge
     assert "Edge TPU" in selective["edgetpu"] and "Edge TPU" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow  # a whole run for one pattern; its setting checks stay in the fast tier
 def test_xnnpack_pattern_prunes_only_pointwise_convs_and_stores_them_sparse(tmp_path, data):
     config = tmp_path / "c.yaml"
-    config.write_text("model_args: {explicit_padding: true}\nepochs: 1\nqat: false\nbenchmark_runs: 3\n")
+    config.write_text("model_args: {explicit_padding: true}\nepochs: 1\nqat: false\nbenchmark_runs: 2\n")
     out = tmp_path / "out"
     result = invoke("run", "--config", config, *TINY_V1, "--data", data, "--prune-sparsity", 0.75,
                     "--prune-pattern", "xnnpack", "--prune-epochs", 1, "--out", out, "--json")
@@ -132,23 +120,18 @@ def test_erk_allocation_keeps_the_overall_target_and_prunes_big_layers_more():
     assert all(0.0 <= value < 1.0 for value in erk.values())
 
 
-def test_run_with_erk_allocation_reports_per_layer_sparsity(tmp_path, data):
+@pytest.mark.slow  # a whole run; ERK's allocation itself is checked fast above
+def test_erk_allocation_and_small_kernels_left_unclustered_through_ptq(tmp_path, data):
     out = tmp_path / "out"
     result = invoke("run", *TINY_V1, "--data", data, "--epochs", 1, "--prune-sparsity", 0.6, "--prune-epochs", 1,
-                    "--prune-allocation", "erk", "--no-qat", "--out", out, "--json")
+                    "--prune-allocation", "erk", "--cluster", 4, "--cluster-min-weights", 1000, "--no-qat",
+                    "--benchmark-runs", 2, "--out", out, "--json")
     json_output(result)
-    prune = _report({"out": out})["results"]["prune"]
+    results = _report({"out": out})["results"]
+    prune = results["prune"]
     assert prune["allocation"] == "erk" and prune["sparsity"] == pytest.approx(0.6, abs=0.02)
     assert prune["per_layer"]["conv1"] == 0.0 and prune["per_layer"]["conv_pw_13"] > 0.6
     assert "erk over layers" in (out / "report.md").read_text()
-
-
-def test_cluster_min_weights_leaves_small_kernels_unclustered_through_ptq(tmp_path, data):
-    out = tmp_path / "out"
-    result = invoke("run", *TINY_V1, "--data", data, "--epochs", 1, "--prune-sparsity", 0, "--cluster", 4,
-                    "--cluster-min-weights", 1000, "--no-qat", "--out", out, "--json")
-    json_output(result)
-    results = _report({"out": out})["results"]
     unique = results["cluster"]["unique_values"]
     assert unique["conv1"] > 4 and unique["conv_pw_1"] > 4  # 216 and 128 weights: left alone
     assert unique["conv_pw_3"] <= 4 and unique["conv_pw_13"] <= 4
@@ -172,10 +155,9 @@ def test_bad_toolbox_settings_are_one_line(tmp_path, data, args, message):
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
-def test_stage_verbs_distill_cluster_qat_convert_and_quant_debug(tmp_path, data):
-    teacher, student, clustered, qat = (tmp_path / f"{n}.h5" for n in ("teacher", "student", "clustered", "qat"))
-    json_output(invoke("train", "--model", "mobilenet_v1", "--alpha", 0.5, "--input-size", 32, "--data", data,
-                       "--epochs", 1, "--out", teacher, "--json"))
+def test_stage_verbs_distill_cluster_qat_convert_and_quant_debug(toolbox_run, tmp_path, data):
+    student, clustered, qat = (tmp_path / f"{n}.h5" for n in ("student", "clustered", "qat"))
+    teacher = toolbox_run["out"] / "teacher.h5"
     trained = json_output(invoke("train", *TINY_V1, "--data", data, "--epochs", 1, "--teacher", teacher,
                                  "--kd-temperature", 2, "--out", student, "--json"))
     assert trained["n"] > 0

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.core.data import load_dataset, split
 from pipeline.core.errors import PipelineError
-from tests.conftest import write_image_folder
+from tests.helpers import write_image_folder
 
 
 def test_folder_loads_resized_with_class_names(tmp_path):

@@ -1,26 +1,20 @@
 """``tflpipe demo``: the Python frame loop on videos, image folders and cameras, and its bad inputs."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
-from pipeline.cli import main
 from pipeline.targets.android.demo import make_test_video
+from tests.helpers import OFFICIAL_MODEL as MODEL
+from tests.helpers import invoke, json_output, official_run_dir
 
-MODEL = "mobilenet_v1_0.25_128_quant.tflite"
 CATS = {"Egyptian cat", "tabby, tabby cat", "tiger cat"}
 
 
 @pytest.fixture(scope="module")
 def run_dir(reference_dir, tmp_path_factory):
-    """A RUN_DIR as ``tflpipe run`` leaves it, with an official model standing in for ours."""
-    out = tmp_path_factory.mktemp("run")
-    shutil.copyfile(reference_dir / MODEL, out / "model_int8.tflite")
-    shutil.copyfile(reference_dir / "imagenet_labels.txt", out / "labels.txt")
-    return out
+    return official_run_dir(tmp_path_factory.mktemp("run"), reference_dir)
 
 
 @pytest.fixture(scope="module")
@@ -29,28 +23,23 @@ def video(reference_dir, tmp_path_factory):
 
 
 def _demo(*args: str):
-    return CliRunner().invoke(main, ["demo", *args])
-
-
-def _json(result) -> dict:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output[result.output.index("{"):])
+    return invoke("demo", *args)
 
 
 def test_images_folder_reports_fps_and_the_time_split(run_dir, reference_dir, tmp_path):
     shutil.copyfile(reference_dir / "cat.bmp", tmp_path / "a_cat.bmp")
     shutil.copyfile(reference_dir / "parrot.jpg", tmp_path / "b_parrot.jpg")
-    data = _json(_demo("--images", str(tmp_path), "--model", str(run_dir), "--headless", "--json"))
+    data = json_output(_demo("--images", str(tmp_path), "--model", str(run_dir), "--headless", "--json"))
     assert data["frames"] == 2 and data["fps"] > 0
     assert data["inference_ms"] > 0 and data["preprocess_ms"] > 0
     assert data["top_k"][0]["label"] == "macaw"  # the last frame is the parrot
-    first = _json(_demo("--images", str(tmp_path), "--model", str(run_dir), "--frames", "1", "--json", "--top-k", "5"))
+    first = json_output(_demo("--images", str(tmp_path), "--model", str(run_dir), "--frames", "1", "--json", "--top-k", "5"))
     assert first["frames"] == 1 and first["top_k"][0]["label"] in CATS and len(first["top_k"]) == 5
 
 
 def test_video_overlapped_loop_gives_the_same_results_as_the_sequential_one(run_dir, video):
-    seq = _json(_demo("--video", str(video), "--model", str(run_dir), "--threads", "1", "--json"))
-    ovl = _json(_demo("--video", str(video), "--model", str(run_dir), "--threads", "2", "--json"))
+    seq = json_output(_demo("--video", str(video), "--model", str(run_dir), "--threads", "1", "--json"))
+    ovl = json_output(_demo("--video", str(video), "--model", str(run_dir), "--threads", "2", "--json"))
     assert seq["frames"] == ovl["frames"] == 12
     assert (seq["overlap"], ovl["overlap"], ovl["interpreter_threads"]) == (False, True, 1)
     assert seq["top_k"] == ovl["top_k"] and seq["top_k"][0]["label"] in CATS

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from edgetpu_models import big_dense, conv_net, convert, five_d, hard_swish_in_middle
 
 from edgetpu.check import check, compiled_cpu_ops
 from edgetpu.rules import check_op
 from pipeline.cli import main
 from pipeline.core.errors import PipelineError
 from pipeline.core.tflite_file import Operator, Tensor, TFLiteModel, read_model
+from tests.helpers import big_dense, conv_net, convert, five_d, hard_swish_in_middle
 
 
 def test_cli_json_shape_and_schema_spelling(reference_dir: Path) -> None:

@@ -45,8 +45,8 @@ def test_deploy_copies_model_labels_and_script(reference_dir: Path, fake_ssh: Pa
                                        "--labels", str(labels), "--port", "2222"])
     assert result.exit_code == 0, result.output
     ssh, scp = _calls(fake_ssh)
-    assert ssh == ["ssh", "-p", "2222", "mendel@coral.local", "mkdir -p tflpipe"]
-    assert scp == ["scp", "-P", "2222", str(BOARD_SCRIPT), str(model), str(labels), "mendel@coral.local:tflpipe/"]
+    assert ssh == ["ssh", "-p", "2222", "--", "mendel@coral.local", "mkdir -p -- tflpipe"]
+    assert scp == ["scp", "-P", "2222", "--", str(BOARD_SCRIPT), str(model), str(labels), "mendel@coral.local:tflpipe/"]
     assert "python3 classify.py --model split_concat_edgetpu.tflite --labels imagenet_labels.txt" in result.output
 
 
@@ -54,7 +54,7 @@ def test_deploy_run_executes_the_classifier_over_ssh(reference_dir: Path, fake_s
     result = CliRunner().invoke(main, ["edgetpu", "deploy", str(reference_dir / "split_concat_edgetpu.tflite"),
                                        "--host", "pi@raspberrypi", "--run"])
     assert result.exit_code == 0, result.output
-    assert _calls(fake_ssh)[-1][:2] == ["ssh", "pi@raspberrypi"] and "classify.py" in _calls(fake_ssh)[-1][2]
+    assert _calls(fake_ssh)[-1][:3] == ["ssh", "--", "pi@raspberrypi"] and "classify.py" in _calls(fake_ssh)[-1][3]
 
 
 def test_deploy_failures_are_one_line(reference_dir: Path, fake_ssh: Path, monkeypatch) -> None:

@@ -12,18 +12,14 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.core.errors import PipelineError
 from pipeline.targets.android.export import export_android
+from tests.helpers import official_run_dir
 
-MODEL = "mobilenet_v1_0.25_128_quant.tflite"
 APP_CONFIG_READER = Path(__file__).resolve().parents[1] / "android_demo/app/src/main/java/org/tflpipe/demo/ModelConfig.kt"
 
 
 @pytest.fixture()
 def run_dir(reference_dir, tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    shutil.copyfile(reference_dir / MODEL, out / "model_int8.tflite")
-    shutil.copyfile(reference_dir / "imagenet_labels.txt", out / "labels.txt")
-    return out
+    return official_run_dir(tmp_path / "run", reference_dir)
 
 
 def test_export_writes_model_labels_and_the_config_read_from_the_model(run_dir, tmp_path):

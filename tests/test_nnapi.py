@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgetpu_models import conv_net, convert
 from pipeline.cli import main
 from pipeline.targets import nnapi
+from tests.helpers import conv_net, convert
 
 
 def _check(path: Path, level: int) -> dict:

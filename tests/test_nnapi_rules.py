@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edgetpu_models import convert
 from pipeline.core.tflite_file import Operator, TFLiteModel, read_model
 from pipeline.targets import nnapi
+from tests.helpers import convert
 
 
 def _int8_ops(x):

@@ -191,11 +191,9 @@ def _float_ops(tfl) -> set[str]:
 
 
 def _edgetpu_problems(tfl) -> list[str]:
-    try:
-        from edgetpu.check import check_loaded
-    except ImportError:  # the Edge TPU checker is optional; fall back to the tensor-rank rule alone
-        return [t.name for t in tfl.tensors if not t.constant and t.rank > 3 and any(d > 1 for d in t.shape[:-3])]
-    report = check_loaded(tfl)
+    from edgetpu.check import check
+
+    report = check(tfl)
     return [*report.model_errors, *report.reasons]
 
 

@@ -8,9 +8,10 @@ import click
 
 from pipeline.cli.common import emit, json_option
 from pipeline.core.errors import PipelineError
+from pipeline.core.labels import display_label
 
 
-def _pick_source(video: str | None, camera: int | None, images: str | None):
+def _pick_source(video: str | None, camera: int | None, images: str | None, skipped: list[Path]):
     from pipeline.targets.android import demo
 
     chosen = [name for name, value in (("--video", video), ("--camera", camera), ("--images", images)) if value is not None]
@@ -20,7 +21,7 @@ def _pick_source(video: str | None, camera: int | None, images: str | None):
         return demo.capture_frames(demo.open_video(video))
     if camera is not None:
         return demo.capture_frames(demo.open_camera(camera))
-    return demo.image_frames(images)
+    return demo.image_frames(images, skipped)
 
 
 class _Display:
@@ -43,7 +44,7 @@ class _Display:
             except cv2.error:
                 click.echo("OpenCV has no GUI here (opencv-python-headless); printing results instead", err=True)
                 self.window = False
-        best = " | ".join(f"{s:.2f} {self.model.label(i)}" for i, s in result.top_k)
+        best = " | ".join(f"{s:.2f} {display_label(self.model.label(i))}" for i, s in result.top_k)
         click.echo(f"frame {result.index:5d}  {result.fps:6.1f} fps  {best}")
 
 
@@ -73,13 +74,18 @@ def demo_command(video, camera, images, model_source, threads, overlap, max_fram
     overlap = threads >= 2 if overlap is None else overlap
     interpreter_threads = max(1, threads - 1) if overlap else threads
     model = demo.load_model(model_source, interpreter_threads)
-    source = _pick_source(video, camera, images)
+    skipped: list[Path] = []
+    source = _pick_source(video, camera, images, skipped)
     show = None if as_json else _Display(model, window=not headless)
     try:
         summary = demo.run_loop(model, source, max_frames, overlap, top_k, threshold, int(rotation), show)
     except KeyboardInterrupt:
         sys.exit(0)
-    summary.update({"model": str(model.path), "threads": threads, "interpreter_threads": interpreter_threads, "overlap": overlap})
+    finally:
+        if skipped:  # sub-folders and undecodable images, said once rather than ending the demo
+            click.echo(f"tflpipe: {images}: {demo.skipped_summary(skipped)}", err=True)
+    summary.update({"model": str(model.path), "threads": threads, "interpreter_threads": interpreter_threads,
+                    "overlap": overlap, "skipped": len(skipped)})
     emit(summary, as_json, _summary_text)
 
 
@@ -96,7 +102,8 @@ def export_group() -> None:
 
 @export_group.command("android")
 @click.argument("run_dir", type=str)
-@click.option("--out", "out_dir", type=str, help="Assets folder to write (default: android_demo/app/src/main/assets).")
+@click.option("--out", "out_dir", type=str,
+              help="Assets folder to write (default: android_demo/app/src/main/assets, in a source checkout only).")
 @json_option
 def export_android_command(run_dir: str, out_dir: str | None, as_json: bool):
     """Copy RUN_DIR's int8 model and labels into the Android demo's assets with a model_config.json."""

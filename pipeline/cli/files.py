@@ -8,6 +8,7 @@ import click
 from pipeline.cli.common import emit, json_option, model_file
 from pipeline.core.data import load_dataset, load_image
 from pipeline.core.errors import PipelineError
+from pipeline.core.labels import display_label
 
 
 @click.command()
@@ -73,7 +74,7 @@ def predict(model_path, images, top_k, threads, as_json):
         lines = []
         for r in d["predictions"]:
             lines.append(r["image"])
-            lines += [f"  {t['score']:.3f}  {t['label']}" for t in r["top_k"]]
+            lines += [f"  {t['score']:.3f}  {display_label(t['label'])}" for t in r["top_k"]]
         return "\n".join(lines)
 
     emit({"predictions": results}, as_json, text)

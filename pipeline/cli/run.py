@@ -51,6 +51,8 @@ from pipeline.targets import TARGETS
 @setting("nnapi_api_level", "Android API level (27-34) the nnapi target checks against.", type=int)
 @setting("benchmark_runs", "Timed LiteRT invocations per latency figure.", type=int)
 @setting("tensorboard", "TensorBoard logs of every training stage in OUT/tensorboard.", "--tensorboard/--no-tensorboard")
+@setting("trust_model_code", "Load a --teacher Keras file even if it carries Python code (Lambda layers); only "
+                             "for files you trust.", is_flag=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"), show_default=True,
               help="Output folder for every artifact of the run.")
 @click.option("--restart", is_flag=True, help="Ignore finished stages in --out and start over.")

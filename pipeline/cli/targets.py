@@ -10,7 +10,9 @@ from edgetpu import compiler, runtime
 from edgetpu import deploy as board_deploy
 from edgetpu.rules import LATEST_RUNTIME
 from pipeline.cli.common import emit, json_option, model_file
-from pipeline.core.labels import read_labels
+from pipeline.core.errors import PipelineError
+from pipeline.core.labels import display_label, read_labels
+from pipeline.core.tflite_file import read_model
 from pipeline.targets import nnapi
 
 _model = click.argument("model", type=model_file)
@@ -57,9 +59,21 @@ def compile_cmd(models: tuple[Path, ...], out_dir: Path, min_runtime: int | None
 @json_option
 def run_cmd(model: Path, image: Path, labels: Path | None, top_k: int, as_json: bool) -> None:
     """Classify IMAGE on an attached Edge TPU."""
-    names = read_labels(labels) if labels else None
-    data = runtime.run_image(model, image, names, top_k)
-    emit(data, as_json, lambda d: "\n".join(f"{t['label']}: {t['score']:.3f}" for t in d["top"]))
+    data = runtime.run_image(model, image, _labels_for(model, labels), top_k)
+    emit(data, as_json, lambda d: "\n".join(f"{display_label(t['label'])}: {t['score']:.3f}" for t in d["top"]))
+
+
+def _labels_for(model: Path, labels: Path | None) -> list[str] | None:
+    """The labels of ``--labels``, refused when their count is not the model's number of classes."""
+    if labels is None:
+        return None
+    names = read_labels(labels)
+    scores = read_model(model).output_tensors[:1]
+    classes = scores[0].shape[-1] if scores and scores[0].shape else 0
+    if classes != len(names):
+        raise PipelineError(f"{labels} has {len(names)} labels but {model.name} scores {classes} classes: "
+                            "they would be named wrongly")
+    return names
 
 
 @edgetpu_group.command("benchmark")

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.labels import display_label, label_problem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # what folders of images may hold
 BUILTIN_DATASETS = ("builtin:digits",)
@@ -46,28 +47,50 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
             return np.asarray(img, dtype=np.uint8)
     except FileNotFoundError:
         raise PipelineError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        # PIL refuses a header claiming billions of pixels with DecompressionBombError, which is no OSError
         raise PipelineError(f"cannot read image {path}: {exc}") from None
 
 
 def list_image_folder(root: str | Path) -> tuple[list[Path], list[int], list[str]]:
-    """Files and labels of a ``<class>/<image>`` folder; rejects layouts training cannot use."""
+    """Files and labels of a ``<class>/<image>`` folder; rejects layouts training cannot use.
+
+    Only the two levels are read (never recursively, so a symlink loop cannot trap it); what does not
+    fit them (sub-folders in class folders, links that lead nowhere or loop) is skipped with one warning.
+    """
     root = Path(root)
     if not root.is_dir():
         raise PipelineError(f"data folder not found: {root}")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    skipped: list[Path] = []
+    class_dirs = []
+    for entry in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if entry.is_dir():
+            class_dirs.append(entry)
+        elif not entry.is_file():
+            skipped.append(entry)
     if not class_dirs:
         raise PipelineError(f"{root} has no class folders; expected the layout <class>/<image>.jpg")
+    for class_dir in class_dirs:
+        problem = label_problem(class_dir.name)
+        if problem:  # its name becomes a line of labels.txt and the models' metadata
+            raise PipelineError(f"class folder '{display_label(class_dir.name)}' in {root} cannot name a class: "
+                                f"{problem}; rename it")
     files: list[Path] = []
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
-        members = sorted(p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        members = []
+        for entry in sorted(p for p in class_dir.iterdir() if not p.name.startswith(".")):
+            (members if entry.is_file() else skipped).append(entry)
         if not members:
             raise PipelineError(f"class folder {class_dir} is empty; remove it or add images")
         files += members
         labels += [label] * len(members)
     if len(class_dirs) < 2:
         raise PipelineError(f"{root} has a single class ({class_dirs[0].name}); a classifier needs at least 2")
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of {root} that are not "
+                      f"<class>/<image> files (sub-folders, broken or looping links), "
+                      f"e.g. {display_label(str(skipped[0].relative_to(root)))}", stacklevel=2)
     return files, labels, [d.name for d in class_dirs]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.core.labels import display_label
 from pipeline.core.tflite_file import Tensor, read_model
 
 
@@ -54,12 +55,12 @@ def inspect_text(d: dict) -> str:
         if t is None:
             lines.append(f"{key}: none")
             continue
-        lines.append(f"{key}: {t['name']} {t['dtype']} {t['shape']} scale={t['scale']} zero_point={t['zero_point']}")
+        lines.append(f"{key}: {display_label(t['name'])} {t['dtype']} {t['shape']} scale={t['scale']} zero_point={t['zero_point']}")
     m = d["metadata"]
     if m["labels"] or m["mean"]:
         labels = m["labels"]
-        preview = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
-        lines.append(f"metadata: {m['name']!r}, mean={m['mean']} std={m['std']}, {len(labels)} labels ({preview})")
+        preview = ", ".join(display_label(label) for label in labels[:5]) + (", ..." if len(labels) > 5 else "")
+        lines.append(f"metadata: {display_label(m['name'])!r}, mean={m['mean']} std={m['std']}, {len(labels)} labels ({preview})")
     else:
         lines.append("metadata: none")
     return "\n".join(lines)

@@ -41,7 +41,7 @@ def make_interpreter(path: str | Path, threads: int = 1):
         raise PipelineError(f"--threads must be at least 1, got {threads}")
     path = Path(path)
     data = read_file(path)
-    parse_model(data, path)
+    parse_model(data, path)  # raises on any defect; the interpreter gets these same bytes
     probe(data, path.name)
     try:
         interpreter = Interpreter(model_content=data, num_threads=threads)
@@ -221,19 +221,27 @@ def random_input(interpreter) -> None:
         interpreter.set_tensor(detail["index"], data)
 
 
-def benchmark(path: str | Path, threads: int = 1, runs: int = 50, warmup: int = 5) -> dict:
-    """Median/mean/p90 invoke latency of ``path`` in LiteRT with ``threads`` XNNPACK threads."""
-    interpreter = make_interpreter(path, threads)
-    try:
-        random_input(interpreter)
-        latency_samples(interpreter, warmup)
-        samples = sorted(latency_samples(interpreter, runs))
-    except (RuntimeError, ValueError) as exc:
-        raise PipelineError(f"LiteRT cannot run {Path(path).name}: {_first_line(exc)}") from None
+def time_invokes(interpreter, runs: int, warmup: int) -> dict:
+    """Median/mean/p90 milliseconds of ``runs`` invokes on random input after ``warmup`` untimed ones.
+
+    The one latency measurement of the project: LiteRT on the CPU and the Edge TPU runtime both report
+    through it, with the same keys.
+    """
+    random_input(interpreter)
+    latency_samples(interpreter, warmup)
+    samples = sorted(latency_samples(interpreter, runs))
     return {
         "latency_ms_median": statistics.median(samples),
         "latency_ms_mean": statistics.fmean(samples),
         "latency_ms_p90": samples[min(len(samples) - 1, int(0.9 * len(samples)))],
-        "threads": threads,
         "runs": runs,
     }
+
+
+def benchmark(path: str | Path, threads: int = 1, runs: int = 50, warmup: int = 5) -> dict:
+    """Median/mean/p90 invoke latency of ``path`` in LiteRT with ``threads`` XNNPACK threads."""
+    interpreter = make_interpreter(path, threads)
+    try:
+        return {**time_invokes(interpreter, runs, warmup), "threads": threads}
+    except (RuntimeError, ValueError) as exc:
+        raise PipelineError(f"LiteRT cannot run {Path(path).name}: {_first_line(exc)}") from None

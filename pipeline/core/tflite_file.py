@@ -183,7 +183,7 @@ def parse_model(data: bytes, path: str | Path) -> TFLiteModel:
     try:
         return _parse(data, path)
     except _ACCESSOR_ERRORS as exc:  # a check missed below must still end in one line, never a traceback
-        raise PipelineError(f"{path} is damaged ({type(exc).__name__} while reading it)") from None
+        raise PipelineError(f"{path} is damaged ({_name(exc)} while reading it)") from None
 
 
 class _Flatbuffer:
@@ -235,7 +235,7 @@ class _Table:
             fb.defects.append(f"{name} has a malformed vtable ({vsize}-byte vtable, {size}-byte table)")
         elif fb.inside(vtable, vsize, f"{name} vtable") and fb.inside(pos, size, name):
             slots = struct.unpack_from(f"<{vsize // 2 - 2}H", fb.data, vtable + 4)
-            if any(s >= size for s in slots):
+            if any(s >= size or 0 < s < 4 for s in slots):  # fields lie after the table's vtable offset
                 fb.defects.append(f"{name} has a field outside its {size}-byte table")
             else:
                 self.slots, self.size, self.valid = slots, size, True
@@ -279,16 +279,21 @@ class _Table:
         return b"" if span is None else self.fb.data[span[0] : span[0] + span[1]]
 
     def string(self, slot: int, name: str) -> str:
-        """UTF-8 text; undecodable bytes become U+FFFD (LiteRT ignores names, so a mangled one is harmless)."""
         what = self.child(name)
         span = self._vector(slot, 1, what)
         if span is None:
             return ""
         start, count = span
-        if not self.fb.inside(start + count, 1, f"{what} terminator") or self.fb.data[start + count] != 0:
+        if not self.fb.inside(start + count, 1, f"{what} terminator"):
+            return ""
+        if self.fb.data[start + count] != 0:
             self.fb.defects.append(f"{what} is not NUL-terminated")  # native code reads names up to a NUL
             return ""
-        return self.fb.data[start : start + count].decode("utf-8", errors="replace")
+        try:
+            return self.fb.data[start : start + count].decode("utf-8")
+        except UnicodeDecodeError:  # flatbuffer strings are UTF-8 by definition: these bytes are damaged
+            self.fb.defects.append(f"{what} is not UTF-8 text")
+            return ""
 
     def table(self, slot: int, name: str) -> _Table | None:
         at = self._at(slot, 4)
@@ -377,7 +382,7 @@ def _read_operator(t: _Table, unpack_options: bool) -> _RawOperator:
         try:
             options = schema.BuiltinOptionsCreator(int(t.scalar(3, "B")), Table(t.fb.data, table.pos))
         except _ACCESSOR_ERRORS as exc:
-            t.fb.defects.append(f"{t.what} builtin options cannot be read ({type(exc).__name__})")
+            t.fb.defects.append(f"{t.what} builtin options cannot be read ({_name(exc)})")
     t.table(12, "builtin_options_2")
     t.raw(5, "custom_options")
     t.raw(7, "mutating_variable_inputs")
@@ -450,7 +455,8 @@ def _parse(data: bytes, path: Path) -> TFLiteModel:
         if graph_index >= len(graphs):
             defects.append(f"signature {key} names subgraph {graph_index} of {len(graphs)}")
         elif any(i >= len(graphs[graph_index].tensors) for i in tensor_indices):
-            defects.append(f"signature {key} names a tensor beyond subgraph {graph_index}'s {len(graphs[graph_index].tensors)}")
+            count = len(graphs[graph_index].tensors)
+            defects.append(f"signature {key} names a tensor beyond subgraph {graph_index}'s {count}")
     for name, buffer in metadata:
         if buffer >= len(contents):
             defects.append(f"metadata {name!r} uses buffer {buffer} but the file has {len(contents)}")
@@ -465,7 +471,7 @@ def _parse(data: bytes, path: Path) -> TFLiteModel:
     try:
         parsed_metadata = _parse_metadata(metadata_buffer, associated_files)
     except _ACCESSOR_ERRORS as exc:
-        raise PipelineError(f"{path} is damaged: its TFLITE_METADATA cannot be read ({type(exc).__name__})") from None
+        raise PipelineError(f"{path} is damaged: its TFLITE_METADATA or labels cannot be read ({_name(exc)})") from None
     main = graphs[0]
     tensors, constant_buffers = [], {}
     for i, t in enumerate(main.tensors):
@@ -551,10 +557,15 @@ def _tensor_defects(t: _RawTensor, where: str, contents: list[bytes]) -> list[st
             defects.append(f"{where} has shape {shape}, over LiteRT's 2**63-byte tensor limit")
         elif held and not t.sparse and held != needed:
             defects.append(f"{where} holds {held:,} bytes of data but {dtype} {shape} takes {needed:,}")
-    if t.scale:  # LiteRT's ParseQuantization rules
+    if t.scale:  # LiteRT's ParseQuantization rules, and zero points the element type can hold
         qdim = t.quantized_dimension
         if len(t.zero_point) != len(t.scale):
             defects.append(f"{where} has {len(t.scale)} scales but {len(t.zero_point)} zero points")
+        if dtype in _NUMPY_TYPES and _NUMPY_TYPES[dtype].kind in "iu":
+            info = np.iinfo(_NUMPY_TYPES[dtype])
+            outside = [z for z in t.zero_point if not info.min <= z <= info.max]
+            if outside:
+                defects.append(f"{where} has zero point {outside[0]}, outside the {dtype} range")
         if qdim < 0 or (shape and qdim >= len(shape)):
             defects.append(f"{where} has quantized dimension {qdim} outside its shape {shape}")
         elif len(t.scale) != 1 and shape and len(t.scale) != shape[qdim]:
@@ -569,7 +580,8 @@ def _operator_defects(op: _RawOperator, where: str, tensors: list[_RawTensor], c
     name = codes[op.opcode][0]
     where = f"{where} ({name})"
     count = len(tensors)
-    bad = [i for i in (*op.inputs, *op.intermediates) if not -1 <= i < count] + [i for i in op.outputs if not 0 <= i < count]
+    bad = [i for i in (*op.inputs, *op.intermediates) if not -1 <= i < count]
+    bad += [i for i in op.outputs if not 0 <= i < count]  # only inputs may be omitted
     if bad:
         return [f"{where} refers to tensor {bad[0]} but the subgraph has {count}"]
     defects = []
@@ -633,7 +645,7 @@ def _zip_members(data: bytes, path: Path) -> dict[str, bytes]:
                     content = member.read(_MAX_ASSOCIATED_FILE + 1)
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError, zlib.error,
                     *_ACCESSOR_ERRORS) as exc:
-                raise PipelineError(f"{what} cannot be read ({type(exc).__name__}: {_first_line(exc)})") from None
+                raise PipelineError(f"{what} cannot be read ({_name(exc)}: {_first_line(exc)})") from None
             total += len(content)
             if len(content) > _MAX_ASSOCIATED_FILE or total > _MAX_ASSOCIATED_TOTAL:
                 raise PipelineError(f"{what} inflates past the {_MAX_ASSOCIATED_FILE:,}-byte limit per file "
@@ -662,12 +674,16 @@ def _parse_metadata(buffer: bytes | None, files: dict[str, bytes]) -> dict:
             name = _text(assoc.name)
             if assoc.type == meta.AssociatedFileType.TENSOR_AXIS_LABELS and name in files:
                 result["labels_file"] = name
-                result["labels"] = parse_labels(files[name].decode("utf-8", errors="replace"))
+                result["labels"] = parse_labels(files[name].decode("utf-8"))
     return result
 
 
 def _text(value: bytes | str | None) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else (value or "")
+    return value.decode("utf-8") if isinstance(value, bytes) else (value or "")
+
+
+def _name(exc: BaseException) -> str:
+    return "struct.error" if isinstance(exc, struct.error) else type(exc).__name__
 
 
 def _first_line(exc: BaseException) -> str:

@@ -74,6 +74,7 @@ class RunConfig:
     nnapi_api_level: int = 30  # Android API level the nnapi target checks against (27-34)
     benchmark_runs: int = 30
     tensorboard: bool = True  # TensorBoard logs of every training stage under RUN/tensorboard/<stage>
+    trust_model_code: bool = False  # load --weights/--teacher Keras files even if they carry code (Lambda layers)
     seed: int = 0
 
     def validate(self) -> "RunConfig":
@@ -166,28 +167,62 @@ class RunConfig:
         return {"alpha": self.alpha, **self.model_args}
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few hundred bytes; more is not a config
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list[str]": (list,),
+          "dict[str, Any]": (dict,)}
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``: bounded in size, without aliases (an alias bomb expands exponentially)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(f"config file not found: {path}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise PipelineError(f"config file {path} is {len(data):,} bytes; a settings file is at most {MAX_CONFIG_BYTES:,}")
+    try:
+        text = data.decode("utf-8")
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise PipelineError(f"config file {path} uses YAML aliases (*name); write each setting out instead")
+        loaded = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise PipelineError(f"config file {path} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise PipelineError(f"config file {path} must hold a mapping of settings")
+    return {str(k).replace("-", "_"): v for k, v in loaded.items()}
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Each setting of the type its RunConfig field declares (YAML can give any), in one line."""
+    for f in fields(RunConfig):
+        if f.name not in values:
+            continue
+        value, kind = values[f.name], str(f.type)
+        optional = kind.endswith(" | None")
+        allowed = _TYPES[kind.removesuffix(" | None")]
+        ok = (value is None and optional) or (isinstance(value, allowed)
+                                              and (bool not in allowed) == (not isinstance(value, bool)))
+        if ok and isinstance(value, list):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise PipelineError(f"setting {f.name} must be {kind.replace('list[str]', 'a list of names')}, "
+                                f"got {value!r:.60}")
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
     """YAML file (optional) first, then the flags the user actually gave."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise PipelineError(f"config file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise PipelineError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise PipelineError(f"config file {path} must hold a mapping of settings")
-        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+    values: dict[str, Any] = _read_yaml(path) if path is not None else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(RunConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise PipelineError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    try:
-        return RunConfig(**values).validate()
-    except TypeError as exc:
-        raise PipelineError(f"bad config: {exc}") from None
+    _check_types(values)
+    return RunConfig(**values).validate()
 
 
 def setting_default(name: str) -> Any:

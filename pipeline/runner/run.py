@@ -8,26 +8,24 @@ interrupted stage leaves nothing half-written behind.
 """
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import logging
+import os
 import shutil
+import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from pipeline.core.errors import PipelineError, StageFailed
-from pipeline.core.fsutil import (
-    atomic_path,
-    ensure_writable_dir,
-    write_bytes,
-    write_json,
-    write_text,
-)
+from pipeline.core.fsutil import ensure_writable_dir, save_keras_model, write_bytes, write_json, write_text
 from pipeline.runner.config import RunConfig
 from pipeline.stages.artifacts import ARTIFACT, ARTIFACTS, KERAS_FILES, compressed_float
 from pipeline.targets import TARGETS
@@ -35,6 +33,7 @@ from pipeline.targets import TARGETS
 log = logging.getLogger("tflpipe")
 
 STATE_FILE = "state.json"
+LOCK_FILE = ".lock"
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -63,10 +62,7 @@ class RunContext:
         return self.out / TENSORBOARD_DIR / stage if self.config.tensorboard else None
 
     def save_keras(self, model, key: str) -> Path:
-        target = self.path(key)
-        with atomic_path(target) as tmp:
-            model.save(tmp, include_optimizer=False)
-        return target
+        return save_keras_model(model, self.path(key))
 
     def load_keras(self, key: str):
         from pipeline.stages.convert import load_keras_model
@@ -86,7 +82,7 @@ class RunContext:
         c = self.config
         if c.teacher is None:
             return None
-        teacher = self.load_keras("teacher") if c.teacher_is_zoo_net else load_keras_model(c.teacher)
+        teacher = self.load_keras("teacher") if c.teacher_is_zoo_net else load_keras_model(c.teacher, c.trust_model_code)
         return Distillation(teacher, c.kd_temperature, c.kd_alpha)
 
 
@@ -301,8 +297,10 @@ STAGES: tuple[Stage, ...] = (
       for name, target in TARGETS.items()),
 )
 STAGE = {s.name: s for s in STAGES}
-# Settings no stage's result depends on: which target stages run, and where training logs go.
-NOT_READ_BY_STAGES = ("targets", "tensorboard")
+STAGE_INDEX = {s.name: i for i, s in enumerate(STAGES)}
+# Settings no stage's result depends on: which target stages run, whether training logs are kept, and the
+# permission to load Keras files that carry code.
+NOT_READ_BY_STAGES = ("targets", "tensorboard", "trust_model_code")
 
 
 def _produced(config: RunConfig, stage: str | None = None, kind: str | None = None):
@@ -341,6 +339,70 @@ def remove_stale_artifacts(out: Path, config: RunConfig) -> list[str]:
     return removed
 
 
+def preflight(config: RunConfig) -> None:
+    """What would otherwise fail after training has started: the nets and knobs, and the prune pattern.
+
+    Builds the student (and a zoo teacher) without weights, which takes seconds, not epochs.
+    """
+    from keras_models import build_model
+    from pipeline.stages.prune import check_pattern
+
+    student = build_model(config.model, config.input_size, classes=2, **config.model_knobs())
+    if config.pruned:
+        check_pattern(student, config.prune_pattern)
+    if config.teacher_is_zoo_net:
+        knobs = {"alpha": config.teacher_alpha} if config.teacher_alpha is not None else {}
+        build_model(config.teacher, config.input_size, classes=2, **knobs)
+
+
+def _artifact_problem(path: Path, kind: str) -> str | None:
+    """Why a finished stage's file cannot be used as it is (missing, or not what it claims to be)."""
+    if not path.exists():
+        return "missing"
+    if kind == "tflite":
+        from pipeline.core.tflite_file import read_model
+
+        try:
+            read_model(path)
+        except PipelineError as exc:
+            return str(exc)
+    elif kind == "keras" and path.read_bytes()[:8] != b"\x89HDF\r\n\x1a\n":
+        return "not an HDF5 file"
+    return None
+
+
+def verified_stages(out: Path, config: RunConfig, done: list[str]) -> list[str]:
+    """The prefix of ``done`` whose artifacts all exist and load; a stage after a broken one redoes too."""
+    for i, name in enumerate(done):
+        for artifact in _produced(config, name):
+            problem = _artifact_problem(out / artifact.file, artifact.kind)
+            if problem:
+                log.warning("%s from stage %s cannot be used (%s): redoing from that stage", artifact.file, name, problem)
+                return done[:i]
+    return done
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out`` against a second writer; the kernel drops the lock when this process ends, however it ends."""
+    path = out / LOCK_FILE
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
+            raise PipelineError(f"{out} is in use by another tflpipe run ({holder}); wait for it or use another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
 def _load_state(state_path: Path) -> dict:
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))
@@ -353,15 +415,24 @@ def _load_state(state_path: Path) -> dict:
 
 
 def run_pipeline(config: RunConfig, out: str | Path, restart: bool = False) -> dict:
-    """Run (or resume) every stage for ``config`` in ``out``; returns the final state."""
+    """Run (or resume) every stage for ``config`` in ``out``; returns the final state.
+
+    The folder is locked for the run: a second run into it fails at once with one line.
+    """
+    out = ensure_writable_dir(out)
+    with run_lock(out):
+        return _run_locked(config, out, restart)
+
+
+def _run_locked(config: RunConfig, out: Path, restart: bool) -> dict:
     from pipeline.runner.report import write_report
 
-    out = ensure_writable_dir(out)
     state_path = out / STATE_FILE
     state = {"config": config.to_dict(), "done": [], "results": {}}
     if state_path.exists() and not restart:
         previous = _load_state(state_path)
         kept = stages_to_keep(previous.get("config", {}), config, previous["done"])
+        kept = verified_stages(out, config, kept)
         redo = [name for name in previous["done"] if name not in kept]
         if redo:
             log.info("settings changed: redoing %s", ", ".join(redo))
@@ -370,6 +441,8 @@ def run_pipeline(config: RunConfig, out: str | Path, restart: bool = False) -> d
     for name in remove_stale_artifacts(out, config):
         log.info("removed %s: these settings no longer produce it", name)
     write_json(state_path, state)
+    if any(s.enabled(config) and s.name not in state["done"] for s in STAGES[:STAGE_INDEX["qat"] + 1]):
+        preflight(config)
     ctx = RunContext(config, out, state)
     for stage in STAGES:
         if not stage.enabled(config):
@@ -408,6 +481,11 @@ def seed_run(out: str | Path, config: RunConfig, artifacts: dict[str, str | Path
     state_path = out / STATE_FILE
     if state_path.exists():
         return _load_state(state_path)
+    with run_lock(out):
+        return _seed_locked(out, config, artifacts, results or {})
+
+
+def _seed_locked(out: Path, config: RunConfig, artifacts: dict[str, str | Path], results: dict[str, dict]) -> dict:
     unknown = sorted(set(artifacts) - set(ARTIFACT))
     if unknown:
         raise PipelineError(f"unknown artifact(s) {', '.join(unknown)}; known: {', '.join(ARTIFACT)}")
@@ -423,8 +501,7 @@ def seed_run(out: str | Path, config: RunConfig, artifacts: dict[str, str | Path
         if not Path(source).is_file():
             raise PipelineError(f"seed artifact {key} not found: {source}")
         write_bytes(out / ARTIFACT[key].file, Path(source).read_bytes())
-    results = results or {}
     state = {"config": config.to_dict(), "done": done,
              "results": {stage: results.get(stage, {"seeded": True}) for stage in done}}
-    write_json(state_path, state)
+    write_json(out / STATE_FILE, state)
     return state

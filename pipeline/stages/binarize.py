@@ -254,7 +254,7 @@ def binarize(train: ImageSet, val: ImageSet, out, filters: Sequence[int] = (64, 
     import gzip
     from pathlib import Path
 
-    from pipeline.core.fsutil import atomic_path, write_bytes, write_json, write_text
+    from pipeline.core.fsutil import save_keras_model, write_bytes, write_json, write_text
     from pipeline.core.tflite_file import read_model
     from pipeline.stages.train import keras_accuracy
 
@@ -263,8 +263,7 @@ def binarize(train: ImageSet, val: ImageSet, out, filters: Sequence[int] = (64, 
     model = build_binary_net(train.images.shape[1:], len(train.class_names), filters, binary_first_layer)
     history = train_binary(model, train, val, settings)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "binary.h5") as tmp:
-        model.save(tmp, include_optimizer=False)
+    save_keras_model(model, out / "binary.h5")
     flatbuffer = convert_lce(model)
     write_bytes(out / "model_lce.tflite", flatbuffer)
     write_text(out / "labels.txt", "\n".join(train.class_names) + "\n")

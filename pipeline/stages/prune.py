@@ -111,6 +111,12 @@ def layer_sparsities(model: keras.Model, target: float, allocation: str = "unifo
         dense.update(saturated)
 
 
+def check_pattern(model: keras.Model, pattern: str) -> None:
+    """Fail now, in one line, if ``pattern`` cannot prune ``model`` (before any epoch is spent on it)."""
+    if parse_pattern(pattern) == "xnnpack":
+        _wrap_for_xnnpack(model, tfmot.sparsity.keras.ConstantSparsity(0.75, 0))
+
+
 def _wrap_for_xnnpack(model: keras.Model, schedule) -> keras.Model:
     """Whole-model pruning under ``PruneForLatencyOnXNNPack``, which checks the sparse-inference layout."""
     try:

@@ -79,12 +79,20 @@ def _from(level: int, *dtypes: str) -> dict[str, int]:
     return dict.fromkeys(dtypes, level)
 
 
+class _MissingOperand(Exception):
+    """A tensor a rule reads is absent from a (malformed) op; the delegate would read past the op's operands."""
+
+
 def _in(model: TFLiteModel, op: Operator, k: int) -> Tensor:
+    if k >= len(op.inputs) or op.inputs[k] < 0:
+        raise _MissingOperand(f"input {k}")
     return model.tensor(op.inputs[k])
 
 
-def _out(model: TFLiteModel, op: Operator) -> Tensor:
-    return model.tensor(op.outputs[0])
+def _out(model: TFLiteModel, op: Operator, k: int = 0) -> Tensor:
+    if k >= len(op.outputs):
+        raise _MissingOperand(f"output {k}")
+    return model.tensor(op.outputs[k])
 
 
 def _legacy(t: Tensor) -> tuple[float, int]:
@@ -288,14 +296,14 @@ def _concatenation(model: TFLiteModel, op: Operator, api: int) -> list[str]:
     first = _in(model, op, 0)
     if first.rank > 4:
         issues.append("input rank above 4")
-    if first.dtype == "uint8" and api < 29 and len({_legacy(model.tensor(i)) for i in op.inputs}) > 1:
+    if first.dtype == "uint8" and api < 29 and len({_legacy(_in(model, op, k)) for k in range(len(op.inputs))}) > 1:
         issues.append("before API 29 uint8 inputs must share one scale and zero point")
     return issues
 
 
 def _fp16_weights(model: TFLiteModel, op: Operator) -> bool:
     """A DEQUANTIZE of constant float16 weights: the delegate's FP16 partition helper handles those."""
-    return op.name == "DEQUANTIZE" and _in(model, op, 0).dtype == "float16" and _in(model, op, 0).constant
+    return op.name == "DEQUANTIZE" and _const(model, op, 0) and _in(model, op, 0).dtype == "float16"
 
 
 def _dequantize(model: TFLiteModel, op: Operator, api: int) -> list[str]:
@@ -356,7 +364,7 @@ def _lstm(model: TFLiteModel, op: Operator, api: int) -> list[str]:
             issues.append("the basic (5-input) kernel takes uint8 weights only")
         if _legacy(_in(model, op, 0)) != (1 / 128, 128) or _legacy(_out(model, op)) != (1 / 128, 128):
             issues.append("the basic kernel needs input and output quantized with scale 1/128, zero point 128")
-        cell_scale, cell_zero = _legacy(model.tensor(op.outputs[1]))
+        cell_scale, cell_zero = _legacy(_out(model, op, 1))
         if cell_scale != 16 / 32768 and cell_zero != 0:
             issues.append("the basic kernel needs the cell state quantized with scale 16/32768 or zero point 0")
         if not (_const(model, op, 2) and _const(model, op, 3)):
@@ -560,15 +568,18 @@ def op_issues(model: TFLiteModel, op: Operator, api_level: int) -> list[str]:
         issues.append(f"needs API {spec.min_api} ({NNAPI_VERSIONS[spec.min_api]})")
     if spec.max_version is not None and op.version > spec.max_version:
         issues.append(f"op version {op.version} is newer than the delegate maps (at most {spec.max_version})")
-    if spec.types is not None:
-        dtype = _in(model, op, 0).dtype
-        first = spec.types.get(dtype)
-        if first is None:
-            issues.append(f"{dtype} input is not supported")
-        elif api_level < first and first > spec.min_api:
-            issues.append(f"{dtype} input needs API {first}")
-    if spec.check is not None:
-        issues.extend(spec.check(model, op, api_level))
+    try:
+        if spec.types is not None:
+            dtype = _in(model, op, 0).dtype
+            first = spec.types.get(dtype)
+            if first is None:
+                issues.append(f"{dtype} input is not supported")
+            elif api_level < first and first > spec.min_api:
+                issues.append(f"{dtype} input needs API {first}")
+        if spec.check is not None:
+            issues.extend(spec.check(model, op, api_level))
+    except _MissingOperand as missing:
+        issues.append(f"malformed op: {missing} is missing")
     return issues
 
 

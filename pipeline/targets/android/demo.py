@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.core.data import IMAGE_SUFFIXES
 from pipeline.core.errors import PipelineError
-from pipeline.core.labels import read_labels
+from pipeline.core.labels import display_label, read_labels
 from pipeline.stages.artifacts import DEPLOYABLE as RUN_DIR_MODEL
 from pipeline.stages.artifacts import LABELS as RUN_DIR_LABELS
 from pipeline.targets.android import frames
@@ -95,6 +95,9 @@ def load_model(source: str | Path, threads: int = 1) -> DemoModel:
     if out.dtype not in ("uint8", "int8", "float32"):
         raise PipelineError(f"{path.name} has a {out.dtype} output; an image classifier's scores are uint8, int8 or float32")
     labels = read_labels(labels_path) if labels_path else clf.labels
+    if labels_path and out.shape[-1:] != (len(labels),):
+        raise PipelineError(f"{labels_path} has {len(labels)} labels for the {out.shape} output of {path.name}: "
+                            "the demo would name classes wrongly")
     quantized = out.dtype != "float32"
     return DemoModel(
         path, clf.interpreter, spec, out.dtype,
@@ -135,25 +138,45 @@ def capture_frames(capture) -> Iterator[np.ndarray]:
         capture.release()
 
 
-def image_frames(folder: str | Path) -> Iterator[np.ndarray]:
-    """BGR frames decoded from the image files of a folder, in name order."""
+def image_frames(folder: str | Path, skipped: list[Path]) -> Iterator[np.ndarray]:
+    """BGR frames decoded from the image files of a folder, in name order.
+
+    Sub-folders (never entered, so link loops cannot trap it), broken links and files OpenCV cannot
+    decode (corrupt, or a header claiming more pixels than OpenCV allows) go to ``skipped`` instead.
+    """
     import cv2
 
     folder = Path(folder)
     if not folder.is_dir():
         raise PipelineError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = []
+    for entry in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if not entry.is_file():
+            skipped.append(entry)
+        elif entry.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(entry)
     if not files:
-        raise PipelineError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+        raise PipelineError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}"
+                            + (f"; {skipped_summary(skipped)}" if skipped else ""))
 
     def generate() -> Iterator[np.ndarray]:
         for path in files:
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            try:
+                frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            except cv2.error:  # raised, not None, for a header over OpenCV's pixel limit
+                frame = None
             if frame is None:
-                raise PipelineError(f"cannot decode image {path}")
-            yield frame
+                skipped.append(path)
+            else:
+                yield frame
 
     return generate()
+
+
+def skipped_summary(skipped: list[Path]) -> str:
+    """One line for what a folder source left out: how many, and one of them."""
+    return (f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} (sub-folders are not searched; broken "
+            f"links and undecodable images are left out), e.g. {display_label(skipped[0].name)}")
 
 
 @dataclass
@@ -260,7 +283,7 @@ def annotate(frame: np.ndarray, result: FrameResult, labels: Callable[[int], str
     """Draw top-k and FPS onto a BGR frame (in place) for display or a recorded video."""
     import cv2
 
-    lines = [f"{result.fps:5.1f} fps"] + [f"{s:.2f} {labels(i)[:40]}" for i, s in result.top_k]
+    lines = [f"{result.fps:5.1f} fps"] + [f"{s:.2f} {display_label(labels(i), 40)}" for i, s in result.top_k]
     for row, text in enumerate(lines):
         y = 24 + 22 * row
         cv2.putText(frame, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)

@@ -15,12 +15,13 @@ from pipeline.core.fsutil import (
     write_json,
     write_text,
 )
-from pipeline.core.labels import read_labels
+from pipeline.core.labels import display_label, label_problem, read_labels
 from pipeline.stages.artifacts import DEPLOYABLE as RUN_DIR_MODEL
 from pipeline.stages.artifacts import LABELS as RUN_DIR_LABELS
 from pipeline.targets.android.demo import input_spec
 
 DEFAULT_ASSETS = Path(__file__).resolve().parents[3] / "android_demo/app/src/main/assets"
+APP_BUILD_FILES = ("build.gradle", "build.gradle.kts")
 MODEL_ASSET, LABELS_ASSET, CONFIG_ASSET = "model.tflite", "labels.txt", "model_config.json"
 CONFIG_FORMAT = 1
 
@@ -59,6 +60,7 @@ def export_android(run_dir: str | Path, out_dir: str | Path | None = None) -> di
 
     Returns the config plus ``out_dir`` and ``files`` (the written paths).
     """
+    target = default_assets() if out_dir is None else _given(out_dir)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PipelineError(f"run directory not found: {run_dir}")
@@ -68,11 +70,32 @@ def export_android(run_dir: str | Path, out_dir: str | Path | None = None) -> di
     if not labels_path.is_file():
         raise PipelineError(f"{run_dir} has no {RUN_DIR_LABELS}; the app needs labels to name what it sees")
     labels = read_labels(labels_path)
+    for number, label in enumerate(labels, 1):
+        problem = label_problem(label)
+        if problem:  # the app splits labels.txt on \r too: one such label would shift every class name
+            raise PipelineError(f"label {number} ('{display_label(label)}') of {labels_path} cannot go to the app: "
+                                f"{problem}")
     config = model_config(model, labels)
     config["source"] = {"run_dir": str(run_dir.resolve()), "model": RUN_DIR_MODEL,
                         "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
-    out = ensure_writable_dir(out_dir if out_dir is not None else DEFAULT_ASSETS)
+    out = ensure_writable_dir(target)
     write_bytes(out / MODEL_ASSET, model.read_bytes())
     write_text(out / LABELS_ASSET, "".join(f"{label}\n" for label in labels))
     write_json(out / CONFIG_ASSET, config)
     return {**config, "out_dir": str(out), "files": [str(out / n) for n in (MODEL_ASSET, LABELS_ASSET, CONFIG_ASSET)]}
+
+
+def default_assets() -> Path:
+    """The demo app's assets folder, but only in a source checkout: an installed package has no app, and
+    writing into site-packages would hide the files where nobody looks for them."""
+    app = DEFAULT_ASSETS.parents[2]
+    if DEFAULT_ASSETS.is_dir() and any((app / name).is_file() for name in APP_BUILD_FILES):
+        return DEFAULT_ASSETS
+    raise PipelineError("the Android demo app's sources are not next to this installation; "
+                        "give its assets folder with --out (android_demo/app/src/main/assets of a checkout)")
+
+
+def _given(out_dir: str | Path) -> Path:
+    if not str(out_dir).strip():  # Path("") is the current folder
+        raise PipelineError("--out must not be empty")
+    return Path(out_dir)
