@@ -10,18 +10,8 @@ conv to fold them into; they are annotated to quantize their output (int8 MUL + 
 from __future__ import annotations
 
 from keras_models._blocks import BN
-from keras_models._common import (
-    check_common_args,
-    classifier_head,
-    layers,
-    load_weights,
-    model_input,
-)
-from keras_models.quantize_configs import (
-    OutputQuantizeConfig,
-    PassThroughQuantizeConfig,
-    annotate,
-)
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
+from keras_models.quantize_configs import OutputQuantizeConfig, PassThroughQuantizeConfig, annotate
 from pipeline.core.tf_env import keras
 
 _BLOCKS = (6, 12, 24, 16)

@@ -12,13 +12,7 @@ import math
 from functools import partial
 
 from keras_models._blocks import conv_bn, mbconv
-from keras_models._common import (
-    check_common_args,
-    classifier_head,
-    load_weights,
-    make_divisible,
-    model_input,
-)
+from keras_models._common import check_common_args, classifier_head, load_weights, make_divisible, model_input
 from pipeline.core.tf_env import keras
 
 # (repeats, kernel, first stride, expansion, output width) of EfficientNet-B0 (Table 1).

@@ -9,13 +9,7 @@ does; as in MobileNet v2, the 1280-wide head is only widened for alpha > 1.
 from __future__ import annotations
 
 from keras_models._blocks import conv_bn, depthwise_bn, mbconv
-from keras_models._common import (
-    check_common_args,
-    classifier_head,
-    load_weights,
-    make_divisible,
-    model_input,
-)
+from keras_models._common import check_common_args, classifier_head, load_weights, make_divisible, model_input
 from pipeline.core.tf_env import keras
 
 # (repeats, kernel, first stride, expansion, output width, squeeze-excite) after the stem and the

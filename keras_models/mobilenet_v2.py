@@ -7,14 +7,7 @@ match ``keras.applications.MobileNetV2`` so its published ImageNet checkpoints l
 """
 from __future__ import annotations
 
-from keras_models._common import (
-    check_common_args,
-    classifier_head,
-    layers,
-    load_weights,
-    make_divisible,
-    model_input,
-)
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, make_divisible, model_input
 from pipeline.core.tf_env import keras
 
 _WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"

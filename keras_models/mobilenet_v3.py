@@ -8,14 +8,7 @@ Width multiplier ``alpha`` rounds every width to a multiple of 8, as the paper d
 from __future__ import annotations
 
 from keras_models._blocks import activation, conv_bn, depthwise_bn, squeeze_excite
-from keras_models._common import (
-    check_common_args,
-    classifier_head,
-    layers,
-    load_weights,
-    make_divisible,
-    model_input,
-)
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, make_divisible, model_input
 from pipeline.core.tf_env import keras
 
 # (kernel, expanded width, output width, squeeze-excite, activation, stride): Tables 1 and 2.

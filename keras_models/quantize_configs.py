@@ -18,9 +18,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras.quantize_annotate import (
-    QuantizeAnnotate,
-)
+from tensorflow_model_optimization.python.core.quantization.keras.quantize_annotate import QuantizeAnnotate
 
 from pipeline.core.tf_env import keras
 

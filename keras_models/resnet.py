@@ -8,13 +8,7 @@ multiply-adds; convs carry no bias because batch norm follows each of them.
 from __future__ import annotations
 
 from keras_models._blocks import conv_bn
-from keras_models._common import (
-    check_common_args,
-    classifier_head,
-    layers,
-    load_weights,
-    model_input,
-)
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
 from pipeline.core.tf_env import keras
 
 # (bottleneck width, blocks, first stride) of conv2_x..conv5_x (Table 1, 50-layer column).

@@ -9,14 +9,7 @@ of adding it. ``groups`` is the paper's g (1, 2, 3, 4, 8); ``alpha`` is its scal
 from __future__ import annotations
 
 from keras_models._blocks import BN, grouped_conv_bn
-from keras_models._common import (
-    check_common_args,
-    classifier_head,
-    layers,
-    load_weights,
-    make_divisible,
-    model_input,
-)
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, make_divisible, model_input
 from keras_models.layers import ChannelShuffle
 from keras_models.quantize_configs import PassThroughQuantizeConfig, annotate
 from pipeline.core.tf_env import keras

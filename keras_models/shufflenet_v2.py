@@ -10,13 +10,7 @@ scaling of one another, so other values are rejected.
 from __future__ import annotations
 
 from keras_models._blocks import channel_split, conv_bn, depthwise_bn
-from keras_models._common import (
-    check_common_args,
-    classifier_head,
-    layers,
-    load_weights,
-    model_input,
-)
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
 from keras_models.layers import ChannelShuffle
 from keras_models.quantize_configs import PassThroughQuantizeConfig, annotate
 from pipeline.core.tf_env import keras

@@ -10,13 +10,7 @@ the paper's 111/55/27/13 (1.1) and 109/54/27/13 (1.0) at 224 px.
 """
 from __future__ import annotations
 
-from keras_models._common import (
-    check_common_args,
-    classifier_head,
-    layers,
-    load_weights,
-    model_input,
-)
+from keras_models._common import check_common_args, classifier_head, layers, load_weights, model_input
 from pipeline.core.tf_env import keras
 
 # (squeeze, expand) widths of fire2..fire9; the expand width is that of each of the two branches.

@@ -163,44 +163,59 @@ def test_buffer_index_out_of_range(tmp_path: Path, split_concat: bytearray) -> N
     assert "tensor 11 ('split_dim') uses buffer 99 but the file has 2" in damaged(tmp_path, split_concat)
 
 
-def test_graph_output_out_of_range(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
-    model.subgraphs[0].outputs = [4, 12]
-    assert "graph outputs name tensor 12 but the subgraph has 12" in damaged(tmp_path, packed(model))
 
 
-def test_operator_output_cannot_be_omitted(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
-    model.subgraphs[0].operators[2].outputs = [-1]
-    assert "operator 2 (CONCATENATION) refers to tensor -1" in damaged(tmp_path, packed(model))
 
 
-def test_metadata_buffer_out_of_range(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
+
+
+def _metadata_entry(model) -> None:
     entry = schema.MetadataT()
     entry.name, entry.buffer = b"notes", 7
     model.metadata = [entry]
-    assert "metadata 'notes' uses buffer 7 but the file has 2" in damaged(tmp_path, packed(model))
 
 
-def test_signature_naming_a_missing_subgraph(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
+def _signature(model) -> None:
     signature = schema.SignatureDefT()
     signature.signatureKey, signature.subgraphIndex = b"serving_default", 3
     model.signatureDefs = [signature]
-    assert "signature 0 names subgraph 3 of 1" in damaged(tmp_path, packed(model))
 
 
-def test_schema_version(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
-    model.version = 4
-    assert "schema version 4, LiteRT reads version 3" in damaged(tmp_path, packed(model))
-
-
-def test_external_buffer_beyond_the_end(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
+def _external_buffer(model) -> None:
     model.buffers[1].data, model.buffers[1].offset, model.buffers[1].size = None, 1 << 20, 4
-    assert "buffer 1 (4 bytes at byte 1,048,576) runs past the end of the file" in damaged(tmp_path, packed(model))
+
+
+def _tensor(index: int, **values):
+    def mutate(model) -> None:
+        tensor = model.subgraphs[0].tensors[index]
+        for name, value in values.items():
+            target = tensor.quantization if name == "zeroPoint" else tensor
+            setattr(target, name, value)
+    return mutate
+
+
+# One edit of the unpacked model each (object API), and the line read_model must answer with.
+OBJECT_EDITS = [
+    (lambda m: setattr(m.subgraphs[0], "outputs", [4, 12]), "graph outputs name tensor 12 but the subgraph has 12"),
+    (lambda m: setattr(m.subgraphs[0].operators[2], "outputs", [-1]), "operator 2 (CONCATENATION) refers to tensor -1"),
+    (_metadata_entry, "metadata 'notes' uses buffer 7 but the file has 2"),
+    (_signature, "signature 0 names subgraph 3 of 1"),
+    (lambda m: setattr(m, "version", 4), "schema version 4, LiteRT reads version 3"),
+    (_external_buffer, "buffer 1 (4 bytes at byte 1,048,576) runs past the end of the file"),
+    (_tensor(3, shape=[1, 8, -8, 6]), "tensor 3 ('concat') has a negative dimension in shape [1, 8, -8, 6]"),
+    (_tensor(11, shape=[2]), "tensor 11 ('split_dim') holds 4 bytes of data but int32 [2] takes 8"),
+    (_tensor(3, shape=[2**31 - 1] * 3), "over LiteRT's 2**63-byte tensor limit"),
+    (_tensor(3, type=99), "tensor 3 ('concat') has unknown element type 99"),
+    (_tensor(0, zeroPoint=[128, 128]), "tensor 0 ('input1') has 1 scales but 2 zero points"),
+    (_tensor(0, zeroPoint=[300]), "tensor 0 ('input1') has zero point 300, outside the uint8 range"),
+]
+
+
+@pytest.mark.parametrize("edit, message", OBJECT_EDITS, ids=[m[:40] for _, m in OBJECT_EDITS])
+def test_structural_defects_of_an_edited_model(tmp_path: Path, reference_dir: Path, edit, message: str) -> None:
+    model = unpacked(reference_dir, SPLIT_CONCAT)
+    edit(model)
+    assert message in damaged(tmp_path, packed(model))
 
 
 def test_external_buffer_inside_the_file_is_read(tmp_path: Path, reference_dir: Path) -> None:
@@ -214,34 +229,9 @@ def test_external_buffer_inside_the_file_is_read(tmp_path: Path, reference_dir: 
 
 # Tensors: shapes, data sizes, types and quantization.
 
-def test_negative_dimension(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
-    model.subgraphs[0].tensors[3].shape = [1, 8, -8, 6]
-    assert "tensor 3 ('concat') has a negative dimension in shape [1, 8, -8, 6]" in damaged(tmp_path, packed(model))
 
 
-def test_constant_data_size_must_match_the_shape(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
-    model.subgraphs[0].tensors[11].shape = [2]
-    assert "tensor 11 ('split_dim') holds 4 bytes of data but int32 [2] takes 8" in damaged(tmp_path, packed(model))
 
-
-def test_shape_too_large_for_any_tensor(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
-    model.subgraphs[0].tensors[3].shape = [2**31 - 1] * 3
-    assert "over LiteRT's 2**63-byte tensor limit" in damaged(tmp_path, packed(model))
-
-
-def test_unknown_element_type(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
-    model.subgraphs[0].tensors[3].type = 99
-    assert "tensor 3 ('concat') has unknown element type 99" in damaged(tmp_path, packed(model))
-
-
-def test_scales_and_zero_points_must_pair(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
-    model.subgraphs[0].tensors[0].quantization.zeroPoint = [128, 128]
-    assert "tensor 0 ('input1') has 1 scales but 2 zero points" in damaged(tmp_path, packed(model))
 
 
 def test_per_channel_scales_must_fit_the_quantized_dimension(tmp_path: Path, reference_dir: Path) -> None:
@@ -252,11 +242,6 @@ def test_per_channel_scales_must_fit_the_quantized_dimension(tmp_path: Path, ref
     q.quantizedDimension = 4
     assert "quantized dimension 4 outside its shape [1, 8, 8, 3]" in damaged(tmp_path, packed(model))
 
-
-def test_zero_point_outside_the_element_type(tmp_path: Path, reference_dir: Path) -> None:
-    model = unpacked(reference_dir, SPLIT_CONCAT)
-    model.subgraphs[0].tensors[0].quantization.zeroPoint = [300]
-    assert "tensor 0 ('input1') has zero point 300, outside the uint8 range" in damaged(tmp_path, packed(model))
 
 
 # Operators: what LiteRT's kernels require of the ops the target checkers inspect.

@@ -8,12 +8,7 @@ import click
 from pipeline.cli.common import emit, existing_file, json_option, setup_logging
 from pipeline.cli.options import distill_options, model_options, setting
 from pipeline.stages.artifacts import DEPLOYABLE
-from pipeline.stages.options import (
-    CENTROID_INITS,
-    EXTRA_MODES,
-    IO_DTYPES,
-    PRUNE_ALLOCATIONS,
-)
+from pipeline.stages.options import CENTROID_INITS, EXTRA_MODES, IO_DTYPES, PRUNE_ALLOCATIONS
 from pipeline.targets import TARGETS
 
 

@@ -7,24 +7,12 @@ from typing import Callable
 
 import click
 
-from pipeline.cli.common import (
-    emit,
-    existing_file,
-    existing_path,
-    json_option,
-    setup_logging,
-)
+from pipeline.cli.common import emit, existing_file, existing_path, json_option, setup_logging
 from pipeline.cli.options import distill_options, model_options, stage_setting
 from pipeline.core.data import load_dataset, mirror_safe, split
 from pipeline.core.errors import PipelineError
 from pipeline.core.fsutil import ensure_writable_file, save_keras_model
-from pipeline.stages.options import (
-    CENTROID_INITS,
-    CONVERSION_MODES,
-    IO_DTYPES,
-    PRUNE_ALLOCATIONS,
-    QAT_SCHEMES,
-)
+from pipeline.stages.options import CENTROID_INITS, CONVERSION_MODES, IO_DTYPES, PRUNE_ALLOCATIONS, QAT_SCHEMES
 
 
 def _out_file(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:

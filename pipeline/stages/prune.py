@@ -23,11 +23,7 @@ import tensorflow_model_optimization as tfmot
 from pipeline.core.data import ImageSet
 from pipeline.core.errors import PipelineError
 from pipeline.core.tf_env import keras
-from pipeline.stages.options import (
-    PRUNE_ALLOCATIONS,
-    XNNPACK_MIN_SPARSITY,
-    parse_pattern,
-)
+from pipeline.stages.options import PRUNE_ALLOCATIONS, XNNPACK_MIN_SPARSITY, parse_pattern
 from pipeline.stages.train import Distillation, FitSettings, fit
 
 

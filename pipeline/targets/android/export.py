@@ -9,12 +9,7 @@ import hashlib
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.fsutil import (
-    ensure_writable_dir,
-    write_bytes,
-    write_json,
-    write_text,
-)
+from pipeline.core.fsutil import ensure_writable_dir, write_bytes, write_json, write_text
 from pipeline.core.labels import display_label, label_problem, read_labels
 from pipeline.stages.artifacts import DEPLOYABLE as RUN_DIR_MODEL
 from pipeline.stages.artifacts import LABELS as RUN_DIR_LABELS
