@@ -192,10 +192,15 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="compression: %(message)s")
+    wanted = {n for n in args.only.split(",") if n}
+    if wanted == {"binary"} and not (BASE / "state.json").exists():
+        # The binarized net trains alone; its row joins the published table, whose float32 row it is compared with.
+        run_binary()
+        add_binary_row()
+        return
     if not (BASE / "state.json").exists():
         raise SystemExit(f"run benchmarks/cifar10.py first: {BASE} holds no finished run")
     base_state = json.loads((BASE / "state.json").read_text())
-    wanted = {n for n in args.only.split(",") if n}
     for variant in VARIANTS:
         if not wanted or variant.name in wanted:
             run_variant(variant, base_state)
@@ -256,12 +261,7 @@ def write_table(base_state: dict, args) -> None:
         measured.append((title, ratio, delta))
     binary_path = OUT / "binary" / "binarize.json"
     if binary_path.exists():
-        b = json.loads(binary_path.read_text())
-        gz = b["lce_gzip_bytes"]
-        lines.append(f"| binarized BinaryNet {'/'.join(map(str, b['filters']))}, {BINARY['input_size']} px, "
-                     f"{b['epochs']} epochs (larq; LCE file, Keras accuracy) | {b['accuracy']:.2%} | "
-                     f"{(b['accuracy'] - float32['accuracy']) * 100:+.2f} | {b['lce_file_bytes']:,} | {gz:,} | "
-                     f"{float32['gzip_bytes'] / gz:.1f}x | LCE runtime only | — |")
+        lines.append(_binary_row(json.loads(binary_path.read_text()), float32["accuracy"], float32["gzip_bytes"]))
     else:
         missing.append(("binarized BinaryNet", None, None))
     for title, out, key in keras_rows:
@@ -320,13 +320,50 @@ def _notes() -> list[str]:
                          f"file {debug['selective']['edgetpu']}.")
     binary_path = OUT / "binary" / "binarize.json"
     if binary_path.exists():
-        b = json.loads(binary_path.read_text())
-        ops = ", ".join(f"{name} {count}" for name, count in b["lce_ops"].items())
-        notes.append(f"- Binarized net: {b['binary_weights']:,} of {b['binary_weights'] + b['float_weights']:,} weights are 1-bit "
-                     f"(weights {b['compression']:.1f}x smaller than float32 when packed). Its LCE file ({ops}) runs only on "
-                     "Larq Compute Engine's runtime: stock LiteRT rejects the custom op LceQuantize, and LCE 0.16's Python "
-                     "interpreter reads NumPy 2 arrays as empty here, so the accuracy shown is the larq Keras model's.")
+        notes.append(_binary_note(json.loads(binary_path.read_text())))
     return ["", *notes] if notes else []
+
+
+def _binary_row(b: dict, float_accuracy: float, float_gzip: int) -> str:
+    gz = b["lce_gzip_bytes"]
+    return (f"| binarized BinaryNet {'/'.join(map(str, b['filters']))}, {BINARY['input_size']} px, "
+            f"{b['epochs']} epochs (larq; LCE file, Keras accuracy) | {b['accuracy']:.2%} | "
+            f"{(b['accuracy'] - float_accuracy) * 100:+.2f} | {b['lce_file_bytes']:,} | {gz:,} | "
+            f"{float_gzip / gz:.1f}x | LCE runtime only | — |")
+
+
+def _binary_note(b: dict) -> str:
+    ops = ", ".join(f"{name} {count}" for name, count in b["lce_ops"].items())
+    return (f"- Binarized net: {b['binary_weights']:,} of {b['binary_weights'] + b['float_weights']:,} weights are 1-bit "
+            f"(weights {b['compression']:.1f}x smaller than float32 when packed). Its LCE file ({ops}) runs only on "
+            "Larq Compute Engine's runtime: stock LiteRT rejects the custom op LceQuantize, and LCE 0.16's Python "
+            "interpreter reads NumPy 2 arrays as empty here, so the accuracy shown is the larq Keras model's.")
+
+
+def add_binary_row() -> None:
+    """Put the binarized net's row and note into the published compression table, beside its float32 row."""
+    import re
+
+    from benchmarks._report import BENCHMARKS_MD
+
+    b = json.loads((OUT / "binary" / "binarize.json").read_text())
+    text = BENCHMARKS_MD.read_text()
+    section = text[text.index("<!-- BEGIN compression -->"):text.index("<!-- END compression -->")]
+    base = re.search(r"^\| float32 baseline [^|]*\| ([\d.]+)% \| [^|]* \| [\d,]+ \| ([\d,]+) \|", section, re.M)
+    if base is None:
+        raise SystemExit("BENCHMARKS.md has no compression table with a float32 baseline row; run the whole benchmark")
+    row = _binary_row(b, float(base.group(1)) / 100, int(base.group(2).replace(",", "")))
+    lines = [line for line in section.splitlines() if not line.startswith("| binarized BinaryNet")
+             and not line.startswith("- Binarized net:")]
+    last_model_row = max(i for i, line in enumerate(lines) if line.startswith("| ") and not line.startswith("|   (")
+                         and "%" in line and not line.startswith("| a combination") and not line.startswith("| distillation"))
+    lines.insert(last_model_row + 1, row)
+    note_at = max(i for i, line in enumerate(lines) if line.startswith("- "))
+    lines.insert(note_at + 1, _binary_note(b))
+    lines = [line for line in lines if not (line.startswith("Not measured yet") and "BinaryNet" in line)]
+    lines = [line.replace("_Measured ", "_Rows other than the binarized net measured ", 1) if line.startswith("_Measured ")
+             else line for line in lines]
+    write_section("compression", "\n".join(lines[1:]))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,13 @@ package import, never pulls in the layers above it.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# TF-MOT and larq need the Keras 2 API, chosen when TensorFlow is first imported: set it here, the first
+# code of any import of the project, so that no import order (TF-MOT or larq before pipeline.core.tf_env)
+# can load TensorFlow with Keras 3.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 def __getattr__(name: str) -> Any:

@@ -99,3 +99,14 @@ def test_a_changed_setting_reruns_exactly_the_stages_from_the_first_that_reads_i
 def test_settings_an_older_run_did_not_know_count_as_their_defaults():
     old = {k: v for k, v in RunConfig().to_dict().items() if k not in ("prune_allocation", "tensorboard")}
     assert stages_to_keep(old, RunConfig(), DONE[:-1]) == DONE[:-1]
+
+
+def test_any_import_order_loads_tensorflow_with_the_keras_2_api():
+    """Whatever module of ours comes first, TensorFlow imported after it (by TF-MOT, larq, a user) is Keras 2."""
+    import subprocess
+
+    code = "import pipeline.core.data, tensorflow as tf; print(tf.keras.__name__)"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip().startswith("tf_keras"), out.stdout  # not Keras 3
