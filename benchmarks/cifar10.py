@@ -91,9 +91,17 @@ def sparsity_sweep(run_dir: Path, config, levels: list[float]) -> list[dict]:
     """
     import gzip
 
-    from pipeline.api import FitSettings, convert, evaluate, load_dataset, load_keras_model, prune, split
+    from pipeline.api import (
+        FitSettings,
+        convert,
+        evaluate,
+        load_dataset,
+        load_keras_model,
+        prune,
+        split,
+        weight_sparsity,
+    )
     from pipeline.core.fsutil import write_bytes
-    from pipeline.runner.run import tflite_weight_sparsity
 
     train, val = split(load_dataset(config.data, config.input_size), config.validation_split, config.seed)
     dense = (run_dir / "model_ptq_int8.tflite").read_bytes()
@@ -106,7 +114,7 @@ def sparsity_sweep(run_dir: Path, config, levels: list[float]) -> list[dict]:
             model = prune(load_keras_model(run_dir / "float.h5"), train, val, level, settings)
             write_bytes(target, convert(model, "ptq_int8", train.images, config.io_dtype))
         data = target.read_bytes()
-        rows.append({"target": level, "sparsity": tflite_weight_sparsity(target),
+        rows.append({"target": level, "sparsity": weight_sparsity(target),
                      "accuracy": evaluate(target, val)["accuracy"],
                      "gzip_ratio": len(gzip.compress(dense, 9)) / len(gzip.compress(data, 9))})
     return rows

@@ -135,8 +135,7 @@ BINARY = {"filters": (64, 128, 256), "input_size": 32, "epochs": 6}
 
 def run_binary() -> dict:
     """The larq BinaryNet on the same split at CIFAR's native 32 px (no seeding: it is its own net)."""
-    from pipeline.api import FitSettings, load_dataset, split
-    from pipeline.stages.binarize import BINARY_FIT, binarize
+    from pipeline.api import BINARY_FIT, FitSettings, binarize, load_dataset, split
 
     out = OUT / "binary"
     if (out / "binarize.json").exists():
@@ -155,8 +154,7 @@ def kd_paired_test() -> dict | None:
     """
     import math
 
-    from pipeline.api import correct_mask, load_dataset, split
-    from pipeline.stages.artifacts import TFLITE_FILES
+    from pipeline.api import TFLITE_FILES, correct_mask, load_dataset, split
 
     files = [OUT / name / TFLITE_FILES["float32"] for name in ("kd_student", "plain_student")]
     if not all(f.exists() for f in files):
@@ -218,8 +216,7 @@ def _stage(out: Path, key: str) -> dict | None:
 
 
 def write_table(base_state: dict, args) -> None:
-    from pipeline.api import RunConfig
-    from pipeline.stages.artifacts import TFLITE_FILES
+    from pipeline.api import TFLITE_FILES, RunConfig
 
     base_stages = base_state["results"]["evaluate"]["stages"]
     float32 = base_stages["tflite_float32"]

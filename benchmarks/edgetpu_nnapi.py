@@ -25,7 +25,7 @@ REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference_mode
 def reference_rows() -> list[str]:
     rows = ["| pair | ops | predicted CPU ops | compiler's CPU ops | agree |", "|---|---|---|---|---|"]
     for compiled in sorted(REFERENCE_DIR.rglob("*_edgetpu.tflite")):
-        source = compiled.with_name(compiled.name.replace("_edgetpu", ""))
+        source = compiled.with_name(compiled.name.removesuffix("_edgetpu.tflite") + ".tflite")
         report, actual = check(source), compiled_cpu_ops(compiled)
         rows.append(f"| {source.stem} | {report.total_ops} | {_ops(report.cpu_ops)} | {_ops(actual)} | "
                     f"{'yes' if report.cpu_ops == actual else 'NO'} |")
@@ -94,7 +94,7 @@ def main() -> None:
     zoo = zoo_rows(args.size, args.only)
     markdown = "\n".join([
         "## Edge TPU mapping and NNAPI coverage (`benchmarks/edgetpu_nnapi.py`)", "",
-        "Prediction (`tflpipe edgetpu check`) versus Coral's compiler on the reference pairs: CPU ops are the ops "
+        "Prediction (`tflpipe edgetpu check`) versus Coral's compiler on the reference pairs (`reference_models` and its `coral_pairs`): CPU ops are the ops "
         "the compiler left outside `edgetpu-custom-op` in `X_edgetpu.tflite`.", "", *refs, "",
         f"Zoo nets at {args.size} px, width 0.35 where the net has one, random weights, QAT-wrapped and converted to "
         "full int8 (uint8 I/O) as `tflpipe run` deploys them. "

@@ -27,8 +27,7 @@ CLEAN_OPS = {"CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1, "FULL
 def build_ours(out: Path) -> Path:
     """MobileNet v2 1.0-224 from our zoo, 1001 classes like the reference, full-int8 with uint8 I/O."""
     from keras_models import build_model
-    from pipeline.api import convert
-    from pipeline.core.data import load_image
+    from pipeline.api import convert, load_image
 
     model = build_model("mobilenet_v2", 224, classes=1001, alpha=1.0)
     refs = REFERENCE.parent

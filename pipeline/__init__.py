@@ -16,8 +16,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 def __getattr__(name: str) -> Any:
-    from pipeline import api
+    import importlib
 
+    api = importlib.import_module("pipeline.api")  # not `from pipeline import api`, which would call this again
     if name in api.__all__:
         return getattr(api, name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -110,3 +110,12 @@ def test_any_import_order_loads_tensorflow_with_the_keras_2_api():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.strip().startswith("tf_keras"), out.stdout  # not Keras 3
+
+
+def test_the_public_api_is_reachable_from_the_package_and_names_only_what_exists():
+    import pipeline
+    from pipeline import api
+
+    assert all(getattr(pipeline, name) is getattr(api, name) for name in api.__all__)
+    with pytest.raises(AttributeError):
+        pipeline.not_in_the_api  # noqa: B018

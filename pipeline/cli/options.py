@@ -14,8 +14,9 @@ def setting(name: str, help: str, *decls: str, **kwargs: Any) -> Callable:
     The help shows RunConfig's default, so the CLI never restates a default of its own.
     """
     flag = "--" + name.replace("_", "-")
-    return click.option(*(decls or (flag,)), name, default=None, help=f"{help} [default: {setting_default(name)}]",
-                        **kwargs)
+    default = setting_default(name)
+    shown = "" if default is None else f" [default: {default}]"
+    return click.option(*(decls or (flag,)), name, default=None, help=help + shown, **kwargs)
 
 
 def stage_setting(name: str, help: str, *decls: str, **kwargs: Any) -> Callable:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.core.labels import display_label
 from pipeline.core.tflite_file import Tensor, read_model
 
@@ -64,3 +66,17 @@ def inspect_text(d: dict) -> str:
     else:
         lines.append("metadata: none")
     return "\n".join(lines)
+
+
+def weight_sparsity(path: str | Path) -> float:
+    """Fraction of conv/FC kernel values in a .tflite file that encode exactly zero."""
+    model = read_model(path)
+    kernel_ids = {op.inputs[1] for op in model.operators if op.name in ("CONV_2D", "FULLY_CONNECTED") and len(op.inputs) > 1}
+    zeros = total = 0
+    for i in kernel_ids:
+        t = model.tensors[i]
+        if t.constant:
+            values = model.tensor_data(i)
+            zeros += int(np.sum(values == (t.zero_point[0] if t.zero_point else 0)))
+            total += values.size
+    return zeros / total if total else 0.0

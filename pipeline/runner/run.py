@@ -22,8 +22,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
-
 from pipeline.core.errors import PipelineError, StageFailed
 from pipeline.core.fsutil import ensure_writable_dir, save_keras_model, write_bytes, write_json, write_text
 from pipeline.runner.config import RunConfig
@@ -216,6 +214,7 @@ def stage_metadata(ctx: RunContext) -> dict:
 
 
 def stage_evaluate(ctx: RunContext) -> dict:
+    from pipeline.core.describe import weight_sparsity
     from pipeline.core.litert import benchmark, evaluate
     from pipeline.stages.train import keras_accuracy
 
@@ -230,7 +229,7 @@ def stage_evaluate(ctx: RunContext) -> dict:
         data = path.read_bytes()
         entry = {"kind": "tflite", "file": artifact.file, **evaluate(path, val, threads=2, progress=True),
                  "size_bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9)),
-                 "weight_sparsity": tflite_weight_sparsity(path)}
+                 "weight_sparsity": weight_sparsity(path)}
         if artifact.key == "int8" and c.cluster:
             from pipeline.stages.cluster import tflite_unique_values
 
@@ -242,20 +241,6 @@ def stage_evaluate(ctx: RunContext) -> dict:
     return {"stages": rows, "validation_images": len(val)}
 
 
-def tflite_weight_sparsity(path: Path) -> float:
-    """Fraction of conv/FC kernel values in a .tflite file that encode exactly zero."""
-    from pipeline.core.tflite_file import read_model
-
-    model = read_model(path)
-    kernel_ids = {op.inputs[1] for op in model.operators if op.name in ("CONV_2D", "FULLY_CONNECTED") and len(op.inputs) > 1}
-    zeros = total = 0
-    for i in kernel_ids:
-        t = model.tensors[i]
-        if t.constant:
-            values = model.tensor_data(i)
-            zeros += int(np.sum(values == (t.zero_point[0] if t.zero_point else 0)))
-            total += values.size
-    return zeros / total if total else 0.0
 
 
 def _target_stage(name: str) -> Callable[[RunContext], dict]:
