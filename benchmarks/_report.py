@@ -1,6 +1,7 @@
 """Each benchmark owns one marked section of BENCHMARKS.md and rewrites only that section."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -28,3 +29,11 @@ def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def int_options(doc: str, **options: tuple[int, str]) -> argparse.Namespace:
+    """Parse a benchmark's integer options (``name=(default, help)``); the script's docstring is its description."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, (default, help) in options.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default, help=help)
+    return parser.parse_args()

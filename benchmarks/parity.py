@@ -7,7 +7,6 @@ the other, repeated), so machine noise hits both alike; the figure of merit is t
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import write_section  # noqa: E402
+from benchmarks._report import int_options, write_section  # noqa: E402
 
 REFERENCE = ROOT.parent / "shared" / "reference_models" / "tf2_mobilenet_v2_1.0_224_ptq.tflite"
 CLEAN_OPS = {"CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1, "FULLY_CONNECTED": 1, "SOFTMAX": 1, "QUANTIZE": 2}
@@ -62,13 +61,10 @@ def paired_latency(a: Path, b: Path, threads: int, rounds: int, block: int) -> t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--block", type=int, default=10)
-    args = parser.parse_args()
-
     from pipeline.api import read_model
 
+    args = int_options(__doc__, rounds=(30, "alternating rounds per thread count"),
+                       block=(10, "invokes per model in each round"))
     with tempfile.TemporaryDirectory() as tmp:
         ours = build_ours(Path(tmp))
         ours_ops, ref_ops = read_model(ours).op_histogram(), read_model(REFERENCE).op_histogram()

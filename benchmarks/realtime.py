@@ -11,7 +11,6 @@ interpreter thread), and sequential with a 2-thread interpreter. Each figure is 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import write_section  # noqa: E402
+from benchmarks._report import int_options, write_section  # noqa: E402
 
 REFS = ROOT.parent / "shared" / "reference_models"
 REFERENCE = REFS / "tf2_mobilenet_v2_1.0_224_ptq.tflite"
@@ -91,10 +90,7 @@ def int8_sentence(flags: set[str], fp_ratio: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=150)
-    parser.add_argument("--reps", type=int, default=3)
-    args = parser.parse_args()
+    args = int_options(__doc__, frames=(150, "frames of the test video"), reps=(3, "repetitions per model and loop mode"))
 
     from pipeline.targets.android.demo import make_test_video
 
