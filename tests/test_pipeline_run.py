@@ -107,8 +107,10 @@ def test_finished_stages_whose_files_are_missing_or_damaged_are_redone(tiny_run,
     assert verified_stages(copy_run, config, done) == done
     (copy_run / "model_int8.tflite").write_bytes(b"TFL3 but not a model")
     assert verified_stages(copy_run, config, done) == ["train", "prune", "qat"]
-    (copy_run / "pruned.h5").unlink()
+    (copy_run / "pruned.h5").write_bytes((copy_run / "pruned.h5").read_bytes()[:4096])  # cut short
     assert verified_stages(copy_run, config, done) == ["train"]
+    (copy_run / "float.h5").unlink()
+    assert verified_stages(copy_run, config, done) == []
 
 
 def test_a_second_writer_is_refused_while_a_run_holds_the_folder(tiny_run, copy_run):

@@ -351,8 +351,15 @@ def _artifact_problem(path: Path, kind: str) -> str | None:
             read_model(path)
         except PipelineError as exc:
             return str(exc)
-    elif kind == "keras" and path.read_bytes()[:8] != b"\x89HDF\r\n\x1a\n":
-        return "not an HDF5 file"
+    elif kind == "keras":
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as h5:
+                if "model_weights" not in h5:
+                    return "no Keras model in it"
+        except OSError as exc:
+            return f"not a readable HDF5 file ({str(exc).splitlines()[0]})"
     return None
 
 
