@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message: what a one-line error quotes of a library's long one."""
+    return (str(exc).splitlines() or [""])[0]
+
+
 class PipelineError(Exception):
     """Bad input or an impossible request, described in one actionable line (no traceback)."""
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.data import ImageSet
-from pipeline.core.errors import PipelineError
-from pipeline.core.tflite_file import TFLiteModel, parse_model, read_file, read_model
+from pipeline.core.errors import PipelineError, first_line
+from pipeline.core.tflite_file import TFLiteModel, parse_model, read_file
 
 DEFAULT_MEAN = DEFAULT_STD = 127.5
 PROBE_TIMEOUT_S = 120  # one load, allocate and invoke; far above any model this pipeline handles
@@ -35,19 +35,27 @@ _probed: set[str] = set()  # sha256 of the files that loaded and ran in a child 
 
 def make_interpreter(path: str | Path, threads: int = 1):
     """A LiteRT interpreter (XNNPACK on by default) with tensors allocated, for a verified, probed file."""
-    from ai_edge_litert.interpreter import Interpreter
 
     if threads < 1:
         raise PipelineError(f"--threads must be at least 1, got {threads}")
     path = Path(path)
     data = read_file(path)
     parse_model(data, path)  # raises on any defect; the interpreter gets these same bytes
-    probe(data, path.name)
+    return _interpreter(data, path.name, threads)
+
+
+def _interpreter(data: bytes, name: str, threads: int):
+    """An interpreter over bytes that ``parse_model`` has verified, after the crash probe."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if threads < 1:
+        raise PipelineError(f"--threads must be at least 1, got {threads}")
+    probe(data, name)
     try:
         interpreter = Interpreter(model_content=data, num_threads=threads)
         interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
-        raise PipelineError(f"LiteRT cannot run {path.name}: {_first_line(exc)}") from None
+        raise PipelineError(f"LiteRT cannot run {name}: {first_line(exc)}") from None
     return interpreter
 
 
@@ -86,7 +94,7 @@ def _probe_child() -> None:
         random_input(interpreter)
         interpreter.invoke()
     except Exception as exc:  # the parent turns whatever it was into its one-line error
-        print(_first_line(exc) or type(exc).__name__)
+        print(first_line(exc) or type(exc).__name__)
         sys.exit(1)
 
 
@@ -95,10 +103,6 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [""])[0]
 
 
 @dataclass
@@ -114,7 +118,9 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | Path, threads: int = 1) -> "Classifier":
-        model = read_model(path)
+        path = Path(path)
+        data = read_file(path)
+        model = parse_model(data, path)  # read and verified once, for the checks below and the interpreter
         if len(model.inputs) != 1 or not model.outputs:
             raise PipelineError(f"{Path(path).name} is not an image classifier ({len(model.inputs)} inputs, "
                                 f"{len(model.outputs)} outputs)")
@@ -128,7 +134,7 @@ class Classifier:
         meta = model.metadata
         mean = (meta.get("mean") or [DEFAULT_MEAN])[0]
         std = (meta.get("std") or [DEFAULT_STD])[0]
-        return cls(Path(path), model, make_interpreter(path, threads), mean, std, meta.get("labels", []))
+        return cls(path, model, _interpreter(data, path.name, threads), mean, std, meta.get("labels", []))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -244,4 +250,4 @@ def benchmark(path: str | Path, threads: int = 1, runs: int = 50, warmup: int = 
     try:
         return {**time_invokes(interpreter, runs, warmup), "threads": threads}
     except (RuntimeError, ValueError) as exc:
-        raise PipelineError(f"LiteRT cannot run {Path(path).name}: {_first_line(exc)}") from None
+        raise PipelineError(f"LiteRT cannot run {Path(path).name}: {first_line(exc)}") from None

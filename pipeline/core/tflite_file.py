@@ -25,7 +25,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from flatbuffers.table import Table
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, first_line
 from pipeline.core.labels import parse_labels
 
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -645,7 +645,7 @@ def _zip_members(data: bytes, path: Path) -> dict[str, bytes]:
                     content = member.read(_MAX_ASSOCIATED_FILE + 1)
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError, zlib.error,
                     *_ACCESSOR_ERRORS) as exc:
-                raise PipelineError(f"{what} cannot be read ({_name(exc)}: {_first_line(exc)})") from None
+                raise PipelineError(f"{what} cannot be read ({_name(exc)}: {first_line(exc)})") from None
             total += len(content)
             if len(content) > _MAX_ASSOCIATED_FILE or total > _MAX_ASSOCIATED_TOTAL:
                 raise PipelineError(f"{what} inflates past the {_MAX_ASSOCIATED_FILE:,}-byte limit per file "
@@ -684,7 +684,3 @@ def _text(value: bytes | str | None) -> str:
 
 def _name(exc: BaseException) -> str:
     return "struct.error" if isinstance(exc, struct.error) else type(exc).__name__
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [""])[0]
