@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("foundation", ["pipeline.core"]),
     ("zoo and Edge TPU", ["keras_models", "edgetpu"]),
+    ("latency model", ["pipeline.latency"]),
     ("stages", ["pipeline.stages"]),
     ("targets", ["pipeline.targets"]),
     ("runner", ["pipeline.runner"]),

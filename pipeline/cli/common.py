@@ -56,3 +56,18 @@ def setup_logging(quiet: bool = False) -> None:
         logger.addHandler(_EchoHandler())
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False  # TensorFlow installs a root handler; print each line once
+
+
+def zoo_options(command: Callable) -> Callable:
+    """The zoo's scaling knobs as options (``models info``, ``latency predict``)."""
+    for option in reversed((
+        click.option("--alpha", type=float, help="Width multiplier α (nets that have one; see `models list`)."),
+        click.option("--input-size", type=int, help="Square input resolution in pixels; defaults to the net's own."),
+        click.option("--groups", type=int, help="Group count g of ShuffleNet v1's pointwise convolutions (1, 2, 3, 4, 8)."),
+        click.option("--minimalistic", is_flag=True, default=None,
+                     help="MobileNet v3's minimalistic variant (no SE/hard-swish/5x5)."),
+        click.option("--depth-multiplier", type=int, help="MobileNet v1's depthwise channel multiplier."),
+        click.option("--classes", type=int, default=1000, show_default=True, help="Classifier width."),
+    )):
+        command = option(command)
+    return command

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli.common import emit, json_option
+from pipeline.cli.common import emit, json_option, zoo_options
 
 
 @click.group()
@@ -30,12 +30,7 @@ def list_(as_json: bool) -> None:
 
 @models.command()
 @click.argument("name")
-@click.option("--alpha", type=float, help="Width multiplier α (nets that have one; see `models list`).")
-@click.option("--input-size", type=int, help="Square input resolution in pixels; defaults to the net's own.")
-@click.option("--groups", type=int, help="Group count g of ShuffleNet v1's pointwise convolutions (1, 2, 3, 4, 8).")
-@click.option("--minimalistic", is_flag=True, default=None, help="MobileNet v3's minimalistic variant (no SE/hard-swish/5x5).")
-@click.option("--depth-multiplier", type=int, help="MobileNet v1's depthwise channel multiplier.")
-@click.option("--classes", type=int, default=1000, show_default=True, help="Classifier width (included in the counts).")
+@zoo_options
 @click.option("--layers", "per_layer", is_flag=True, help="Also list each layer's parameters and MACs.")
 @json_option
 def info(name: str, input_size: int | None, classes: int, per_layer: bool, as_json: bool, **knobs) -> None:

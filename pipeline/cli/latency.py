@@ -1,0 +1,109 @@
+"""``tflpipe latency``: profile a .tflite per kernel, build a target's latency table, predict from it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline.cli.common import emit, json_option, model_file, zoo_options
+
+_THREADS = click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+                        help="CPU threads the runtime uses (XNNPACK).")
+
+
+@click.group()
+def latency() -> None:
+    """Measured cost of the target: per-kernel profiles, latency tables, predictions."""
+
+
+def _kernel_lines(rows: list[dict], top: int) -> list[str]:
+    shown = sorted(rows, key=lambda r: -(r["ms"] or 0))[:top]
+    return [f"  {r['op']:<26} {r['name'][:34]:<34} {'x'.join(map(str, r['input'][1:])):>14} "
+            f"{'-' if r['ms'] is None else format(r['ms'], '8.4f')} ms  "
+            f"{'' if r['share'] is None else format(r['share'], '6.1%')}" for r in shown]
+
+
+@latency.command()
+@click.argument("model_path", type=model_file)
+@_THREADS
+@click.option("--top", type=click.IntRange(1), default=15, show_default=True, help="Kernels listed (text output).")
+@json_option
+def profile(model_path: Path, threads: int, top: int, as_json: bool) -> None:
+    """Where the time of any .tflite goes on this CPU, per operator or fused kernel."""
+    from pipeline.latency.profile import profile as run_profile
+
+    result = run_profile(model_path, threads, progress=not as_json)
+
+    def human(d: dict) -> str:
+        lines = [f"{d['model']}: {d['whole_ms']:.3f} ms whole (median, {d['threads']} thread(s)); kernels sum to "
+                 f"{d['sum_ms']:.3f} ms ({d['sum_over_whole']:.0%}), invoke overhead {d['overhead_ms'] * 1000:.1f} µs",
+                 "by op: " + ", ".join(f"{k} {v:.3f}" for k, v in d["by_op"].items()),
+                 f"slowest {min(top, len(d['kernels']))} kernels:"]
+        return "\n".join(lines + _kernel_lines(d["kernels"], top))
+
+    emit(result, as_json, human)
+
+
+@latency.command()
+@click.option("--target", type=click.Choice(["cpu-int8", "cpu-float32"]), default="cpu-int8", show_default=True,
+              help="Kernel type to measure.")
+@_THREADS
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Table file to write (JSON); an interrupted build resumes from OUT.measurements.jsonl.")
+@click.option("--quick", is_flag=True, help="A small table in under a minute (tests, smoke checks).")
+@click.option("--minutes", type=click.FloatRange(0.5), help="Time budget; sampling stops when it is spent.")
+@json_option
+def build(target: str, threads: int, out: Path, quick: bool, minutes: float | None, as_json: bool) -> None:
+    """Measure kernels on this CPU and fit the latency predictor (nn-Meter style, resumable)."""
+    from dataclasses import replace
+
+    from pipeline.core.fsutil import ensure_writable_file
+    from pipeline.latency.measure import LocalMeasurer
+    from pipeline.latency.table import BuildPlan, build_table
+
+    ensure_writable_file(out)
+    plan = BuildPlan.quick() if quick else BuildPlan()
+    if minutes is not None:
+        plan = replace(plan, minutes=minutes)
+    table = build_table(LocalMeasurer(threads=threads), target, out, plan, progress=not as_json,
+                        log=lambda line: click.echo(f"tflpipe: {line}", err=True))
+    summary = {"table": str(out), "target": table.target, "threads": table.threads,
+               "kernels": len(table.rows), "ops": table.ops, "fusions": table.meta["fusions"],
+               "overhead_ms": table.overhead_ms, "validation_error": table.meta["validation_error"]}
+    emit(summary, as_json, lambda d: f"{d['table']}: {d['kernels']} kernels of {len(d['ops'])} ops measured "
+                                     f"({d['target']}, {d['threads']} thread(s)); fused pairs: "
+                                     f"{', '.join('+'.join(p) for p in d['fusions']) or 'none'}")
+
+
+@latency.command()
+@click.argument("model")
+@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Latency table from `tflpipe latency build`.")
+@click.option("--threads", type=click.IntRange(1, 64), help="Refuse a table measured at another thread count.")
+@click.option("--measure", is_flag=True, help="Also time the model here and print the prediction's error.")
+@click.option("--top", type=click.IntRange(1), default=15, show_default=True, help="Kernels listed (text output).")
+@click.option("--trust-model-code", is_flag=True, help="Allow Lambda layers and custom code in a Keras file.")
+@zoo_options
+@json_option
+def predict(model: str, table: Path, threads: int | None, measure: bool, top: int, trust_model_code: bool,
+            as_json: bool, input_size: int | None, classes: int, **knobs) -> None:
+    """Predicted latency of MODEL (.tflite, .h5/.keras, or a zoo net name with its knobs) from a table."""
+    from pipeline.stages.latency import predict as run_predict
+
+    result = run_predict(model, table, threads, measure, top=None if as_json else top, input_size=input_size,
+                         classes=classes, trust_code=trust_model_code, **knobs)
+
+    def human(d: dict) -> str:
+        head = f"{d['model']}: predicted {d['predicted_ms']:.3f} ms ({d['target']}, {d['threads']} thread(s))"
+        if "measured_ms" in d:
+            head += f"; measured {d['measured_ms']:.3f} ms ({d['error']:+.1%})"
+        lines = [head]
+        if d["unmodelled_ops"]:
+            lines.append("not in the table (counted as invoke overhead only): "
+                         + ", ".join(f"{k} x{v}" for k, v in d["unmodelled_ops"].items()))
+        return "\n".join(lines + [f"slowest {len(d['layers'])} kernels:"] + _kernel_lines(d["layers"], top))
+
+    emit(result, as_json, human)
+
+
+COMMANDS = [latency]

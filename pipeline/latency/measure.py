@@ -1,0 +1,104 @@
+"""Timing flatbuffers on a target: this machine's LiteRT (XNNPACK), or a phone over adb (``adb.py``).
+
+A measurer times whole models given as bytes; profiles and the kernel table only differ in what they
+hand it. Times are medians in milliseconds; each measurement runs until it has both a minimum number of
+invokes and a minimum wall time, so microsecond kernels get thousands of runs and big ones a few dozen.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.core.errors import PipelineError, first_line
+
+
+class Measurer(Protocol):
+    """Anything that can time a model's invoke on a target."""
+
+    target: str
+    threads: int
+
+    def time(self, model: bytes) -> float:
+        """Median milliseconds of one invoke of ``model``."""
+
+    def describe(self) -> dict:
+        """Where and how it measures (recorded in tables and profiles)."""
+
+
+def fill_inputs(interpreter, seed: int = 0) -> None:
+    """Random data in every input, integer or float, reproducible."""
+    rng = np.random.default_rng(seed)
+    for detail in interpreter.get_input_details():
+        dtype = detail["dtype"]
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            low, high = max(info.min, -128), min(info.max, 127) + 1
+            data = rng.integers(low, high, size=detail["shape"]).astype(dtype)
+        elif dtype == np.bool_:
+            data = rng.integers(0, 2, size=detail["shape"]).astype(bool)
+        else:
+            data = rng.uniform(-1, 1, size=detail["shape"]).astype(dtype)
+        interpreter.set_tensor(detail["index"], data)
+
+
+@dataclass
+class LocalMeasurer:
+    """LiteRT on this machine's CPU with the XNNPACK delegate (LiteRT's default), ``threads`` threads."""
+
+    threads: int = 1
+    min_runs: int = 15
+    min_seconds: float = 0.05
+    max_runs: int = 5000
+    target: str = "cpu"
+
+    def interpreter(self, model: bytes):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            interpreter = Interpreter(model_content=model, num_threads=self.threads)
+            interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise PipelineError(f"LiteRT cannot load the kernel: {first_line(exc)}") from None
+        fill_inputs(interpreter)
+        return interpreter
+
+    def time(self, model: bytes) -> float:
+        return self.time_interpreter(self.interpreter(model))
+
+    def time_interpreter(self, interpreter) -> float:
+        invoke = interpreter.invoke
+        for _ in range(3):
+            invoke()
+        samples: list[float] = []
+        started = time.perf_counter()
+        while len(samples) < self.max_runs and (
+                len(samples) < self.min_runs or time.perf_counter() - started < self.min_seconds):
+            t0 = time.perf_counter()
+            invoke()
+            samples.append(time.perf_counter() - t0)
+        return statistics.median(samples) * 1000.0
+
+    def describe(self) -> dict:
+        import platform
+
+        from ai_edge_litert import __version__ as litert_version
+
+        return {"target": self.target, "threads": self.threads, "runtime": f"LiteRT {litert_version} + XNNPACK",
+                "machine": platform.machine(), "cpu": _cpu_name(), "cores": os.cpu_count()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"

@@ -1,0 +1,371 @@
+"""The latency table of a target: kernels measured there, the fusions its runtime makes, and a predictor.
+
+Built the nn-Meter way (Zhang et al., "nn-Meter: towards accurate latency prediction of deep-learning
+model inference on diverse edge devices", MobiSys 2021):
+
+1. the fixed cost of an invoke is measured on a null kernel (a model's time is that cost once plus each
+   kernel's time above it);
+2. fusion detection: for op pairs a runtime may fuse (a pad into the next convolution, a ReLU into its
+   producer), the pair is timed against its parts; a pair that costs no more than its first op is fused;
+3. configurations of every op family are sampled from the shapes mobile nets use (``space.py``) and timed;
+4. adaptive resampling: a per-op random forest is fitted, fresh configurations are timed and predicted,
+   and around each one predicted worse than ±10% more configurations are sampled, until the time budget
+   or the rounds run out.
+
+Every timing is appended to ``TABLE.measurements.jsonl`` as it is taken, and the plan is deterministic
+(seeded), so an interrupted build resumes where it stopped. The finished table is one JSON file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.fsutil import atomic_path, write_json
+from pipeline.latency import space
+from pipeline.latency.kernels import Kernel, TensorSpec, synthesize
+from pipeline.latency.measure import Measurer
+
+FORMAT = "tflpipe-latency-table/1"
+TARGETS = {"cpu-int8": "int8", "cpu-float32": "float32"}  # target -> activation type of its kernels
+# Op pairs a runtime may run as one kernel (XNNPACK folds explicit padding into convolutions and pools, and
+# clamps into the op before them); the builder measures which ones this runtime really fuses.
+FUSION_CANDIDATES = (("PAD", "CONV_2D"), ("PAD", "DEPTHWISE_CONV_2D"), ("PAD", "MAX_POOL_2D"),
+                     ("CONV_2D", "RELU"), ("ADD", "RELU"), ("CONV_2D", "RELU6"), ("DEPTHWISE_CONV_2D", "RELU6"),
+                     ("CONV_2D", "HARD_SWISH"))
+ERROR_THRESHOLD = 0.10
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How much to sample: ``initial`` configurations in all (shared by op weight), then up to ``rounds``
+    rounds of ``validation`` fresh ones with ``neighbours`` more around each bad prediction."""
+
+    initial: int = 2400
+    rounds: int = 3
+    validation: int = 400
+    neighbours: int = 3
+    fusion_samples: int = 4
+    minutes: float = 110.0
+
+    @classmethod
+    def quick(cls) -> "BuildPlan":
+        return cls(initial=150, rounds=1, validation=40, neighbours=1, fusion_samples=1, minutes=5.0)
+
+
+def as_float(kernel: Kernel) -> Kernel:
+    """The float32 twin of an int8 kernel (weights, biases and activations float; index tensors kept)."""
+    def convert(t: TensorSpec) -> TensorSpec:
+        if t.values is not None:
+            return t
+        return TensorSpec(t.shape, "float32" if t.dtype in ("int8", "uint8", "int32") else t.dtype, t.constant)
+    return Kernel(kernel.op, tuple(convert(t) for t in kernel.inputs), tuple(convert(t) for t in kernel.outputs),
+                  kernel.options, tuple(as_float(k) for k in kernel.fused))
+
+
+# --- features ------------------------------------------------------------------------------------------------
+
+def _log(value: float) -> float:
+    return math.log(max(value, 1.0))
+
+
+def features(kernel: Kernel) -> list[float]:
+    """What a kernel's time depends on, by op family (MACs, shapes, kernel size, stride, activation)."""
+    acts = kernel.activations
+    x = acts[0].shape if acts else (1,)
+    out = kernel.outputs[0].shape
+    in_elems = sum(int(np.prod(t.shape)) for t in acts)
+    out_elems = sum(int(np.prod(t.shape)) for t in kernel.outputs)
+    macs, _ = space.kernel_size(kernel)
+    act = float(kernel.option("fusedActivationFunction", 0) or 0)
+    if kernel.op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        w = kernel.inputs[1].shape
+        k, stride = float(w[1]), float(kernel.option("strideH", 1))
+        cin, cout = float(x[-1]), float(out[-1])
+        return [_log(macs), _log(cin), _log(cout), _log(out[1] * out[2]), _log(x[1] * x[2]), k, stride, act,
+                _log(in_elems), _log(out_elems), _log(np.prod(w)), cin % 8, cout % 8]
+    if kernel.op == "FULLY_CONNECTED":
+        cin, cout = kernel.inputs[1].shape[1], kernel.inputs[1].shape[0]
+        return [_log(macs), _log(cin), _log(cout), _log(in_elems / cin), act, cin % 8, cout % 8]
+    k = float(kernel.option("filterHeight", 0) or 0)
+    stride = float(kernel.option("strideH", 0) or 0)
+    broadcast = float(len(acts) > 1 and acts[0].shape != acts[1].shape)
+    return [_log(in_elems), _log(out_elems), float(len(acts)), float(len(kernel.outputs)), _log(x[-1]),
+            _log(out[-1]), k, stride, act, broadcast, float(len(x)), float(bool(kernel.option("keepDims", False)))]
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+
+@dataclass
+class LatencyTable:
+    """Measured kernels of one target at one thread count, and the random-forest predictor fitted on them."""
+
+    meta: dict
+    rows: list[tuple[Kernel, float]]
+    _models: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def target(self) -> str:
+        return self.meta["target"]
+
+    @property
+    def threads(self) -> int:
+        return int(self.meta["threads"])
+
+    @property
+    def overhead_ms(self) -> float:
+        return float(self.meta["overhead_ms"])
+
+    @property
+    def fusions(self) -> set[tuple[str, str]]:
+        return {tuple(pair) for pair in self.meta.get("fusions", [])}
+
+    @property
+    def ops(self) -> list[str]:
+        return sorted({k.op for k, _ in self.rows})
+
+    def _model(self, op: str):
+        if op not in self._models:
+            self._models[op] = fit([(k, ms) for k, ms in self.rows if k.op == op])
+        return self._models[op]
+
+    def predict_kernels(self, kernels: list[Kernel]) -> list[float | None]:
+        """Milliseconds each kernel adds to a model's invoke (its time above the invoke overhead); None when
+        the table has no measurements of its op."""
+        result: list[float | None] = [None] * len(kernels)
+        by_op: dict[str, list[int]] = {}
+        for i, kernel in enumerate(kernels):
+            by_op.setdefault(kernel.op, []).append(i)
+        for op, indices in by_op.items():
+            model = self._model(op) if op in self.ops else None
+            if model is None:
+                continue
+            predicted = np.exp(model.predict(np.array([features(kernels[i]) for i in indices])))
+            for i, ms in zip(indices, predicted):
+                result[i] = max(float(ms) - self.overhead_ms, 0.0)
+        return result
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, **self.meta, "kernels": [[k.to_json(), ms] for k, ms in self.rows]}
+
+    def save(self, path: str | Path) -> None:
+        write_json(Path(path), self.to_json())
+
+
+def fit(rows: list[tuple[Kernel, float]]):
+    """A random forest on log time (nn-Meter's choice: robust on few hundred samples, no scaling needed)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    if not rows:
+        return None
+    model = RandomForestRegressor(n_estimators=120, min_samples_leaf=1, max_features=0.6, random_state=0,
+                                  n_jobs=1)
+    model.fit(np.array([features(k) for k, _ in rows]), np.log(np.array([max(ms, 1e-5) for _, ms in rows])))
+    return model
+
+
+def load_table(path: str | Path) -> LatencyTable:
+    """A table written by :func:`build_table`, checked before use (user files are untrusted)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"latency table {path} does not exist; build one with `tflpipe latency build`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PipelineError(f"{path} is not a latency table ({type(exc).__name__})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise PipelineError(f"{path} is not a tflpipe latency table (format {FORMAT!r} expected)")
+    try:
+        rows = [(Kernel.from_json(k), float(ms)) for k, ms in raw.pop("kernels")]
+        meta = {key: raw[key] for key in ("target", "threads", "overhead_ms")} | raw
+        if meta["target"] not in TARGETS and not str(meta["target"]).startswith("android"):
+            raise ValueError(meta["target"])
+        int(meta["threads"]), float(meta["overhead_ms"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PipelineError(f"{path}: malformed latency table ({type(exc).__name__}: {exc})") from None
+    if not rows:
+        raise PipelineError(f"{path}: the latency table has no measurements")
+    return LatencyTable(meta, rows)
+
+
+# --- building --------------------------------------------------------------------------------------------------
+
+NULL_KERNEL = Kernel("ADD", (TensorSpec((1, 1)), TensorSpec((1, 1))), (TensorSpec((1, 1)),))
+
+
+class _Journal:
+    """Measurements appended as they are taken; reopened, it answers the ones already done."""
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        self.path = path
+        self.done: dict[str, float] = {}
+        if path.exists():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            header = json.loads(lines[0]) if lines else {}
+            if {k: header.get(k) for k in ("target", "threads")} != {k: meta[k] for k in ("target", "threads")}:
+                raise PipelineError(f"{path} holds measurements for {header.get('target')} at "
+                                    f"{header.get('threads')} threads; remove it or build that table")
+            for line in lines[1:]:
+                try:
+                    key, ms = json.loads(line)
+                    self.done[key] = float(ms)
+                except (ValueError, TypeError):
+                    break  # a line cut short by an interruption: everything after it is redone
+        else:
+            path.write_text(json.dumps({k: meta[k] for k in ("target", "threads")}) + "\n", encoding="utf-8")
+        self.resumed = len(self.done)
+
+    def record(self, key: str, ms: float) -> None:
+        self.done[key] = ms
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps([key, ms]) + "\n")
+
+
+def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPlan = BuildPlan(),
+                ops: Iterable[str] | None = None, seed: int = 0, progress: bool = True,
+                log: Callable[[str], None] = lambda _: None) -> LatencyTable:
+    """Measure kernels on ``measurer`` and write the table to ``out`` (resuming an interrupted build)."""
+    if target not in TARGETS:
+        raise PipelineError(f"unknown latency target {target!r}; choose one of {', '.join(TARGETS)}")
+    out = Path(out)
+    ops = list(ops or space.SAMPLERS)
+    unknown = [op for op in ops if op not in space.SAMPLERS]
+    if unknown:
+        raise PipelineError(f"no sampler for {', '.join(unknown)}; known ops: {', '.join(space.SAMPLERS)}")
+    if target == "cpu-float32":
+        ops = [op for op in ops if op != "QUANTIZE"]
+    described = measurer.describe()
+    meta = {"target": target, "threads": measurer.threads}
+    journal = _Journal(out.with_name(out.name + ".measurements.jsonl"), meta)
+    deadline = time.monotonic() + plan.minutes * 60
+    convert = as_float if target == "cpu-float32" else (lambda k: k)
+    bar = _bar(progress, plan)
+    if journal.resumed:
+        log(f"resuming: {journal.resumed} measurements already in {journal.path.name}")
+
+    def measure(kernel: Kernel) -> float:
+        kernel = convert(kernel)
+        key = kernel.key
+        if key not in journal.done:
+            journal.record(key, measurer.time(synthesize(kernel)))
+        bar.update(1)
+        return journal.done[key]
+
+    def null_time(round_: int) -> float:
+        # Re-timed in each phase (keys differ by a no-op option) so drift on a shared machine is seen.
+        tagged = Kernel(NULL_KERNEL.op, NULL_KERNEL.inputs, NULL_KERNEL.outputs, (("phase", round_),))
+        return measure(tagged)
+
+    overheads = [null_time(0)]
+    fusions = _detect_fusions(measure, plan, seed, overheads[0])
+    rows: dict[str, tuple[Kernel, float]] = {}
+    weights = {op: space.WEIGHTS.get(op, 1.0) for op in ops}
+    total = sum(weights.values())
+    for op in ops:
+        rng = np.random.default_rng([seed, 1, space.SAMPLERS_ORDER.index(op)])
+        for _ in range(max(4, round(plan.initial * weights[op] / total))):
+            if time.monotonic() > deadline:
+                break
+            kernel = space.sample(op, rng)
+            rows[convert(kernel).key] = (convert(kernel), measure(kernel))
+    errors = {}
+    for round_ in range(1, plan.rounds + 1):
+        if time.monotonic() > deadline:
+            log("time budget spent: stopping the adaptive rounds")
+            break
+        overheads.append(null_time(round_))
+        table = LatencyTable({"target": target, "threads": measurer.threads, "overhead_ms": overheads[0]},
+                             list(rows.values()))
+        fresh: list[tuple[Kernel, Kernel, float]] = []
+        for op in ops:
+            rng = np.random.default_rng([seed, 2, round_, space.SAMPLERS_ORDER.index(op)])
+            for _ in range(max(2, round(plan.validation * weights[op] / total))):
+                if time.monotonic() > deadline:
+                    break
+                kernel = space.sample(op, rng)
+                fresh.append((kernel, convert(kernel), measure(kernel)))
+        predicted = table.predict_kernels([k for _, k, _ in fresh])
+        bad = []
+        for (raw, kernel, ms), guess in zip(fresh, predicted):
+            guess_total = (guess or 0.0) + table.overhead_ms
+            error = abs(guess_total - ms) / ms
+            errors.setdefault(kernel.op, []).append(error)
+            if error > ERROR_THRESHOLD:
+                bad.append(raw)
+            rows[kernel.key] = (kernel, ms)
+        share = 1 - len(bad) / max(len(fresh), 1)
+        log(f"round {round_}: {share:.1%} of {len(fresh)} fresh kernels predicted within ±10%; "
+            f"resampling around {len(bad)}")
+        rng = np.random.default_rng([seed, 3, round_])
+        for kernel in bad:
+            for near in space.neighbours(kernel, rng, plan.neighbours):
+                if time.monotonic() > deadline:
+                    break
+                rows[convert(near).key] = (convert(near), measure(near))
+    bar.close()
+    meta = {"target": target, "threads": measurer.threads, "overhead_ms": float(np.median(overheads)),
+            "fusions": sorted(list(pair) for pair in fusions), "measured_by": described,
+            "built": datetime.now(timezone.utc).isoformat(timespec="seconds"), "kernel_count": len(rows),
+            "plan": vars(plan) if hasattr(plan, "__dict__") else {},
+            "validation_error": {op: {"within_10pct": float(np.mean(np.array(e) <= ERROR_THRESHOLD)), "n": len(e)}
+                                 for op, e in sorted(errors.items())}}
+    table = LatencyTable(meta, list(rows.values()))
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(table.to_json()), encoding="utf-8")
+    journal.path.unlink()
+    return table
+
+
+def _detect_fusions(measure: Callable[[Kernel], float], plan: BuildPlan, seed: int, overhead: float) -> set:
+    """The candidate pairs whose combined kernel costs no more than its first op plus a third of the second."""
+    fused = set()
+    for number, (first, second) in enumerate(FUSION_CANDIDATES):
+        rng = np.random.default_rng([seed, 4, number])
+        saved = []
+        for _ in range(plan.fusion_samples):
+            head = _fusable_head(first, second, rng)
+            tail = _tail_for(second, head)
+            pair = Kernel(head.op, head.inputs, head.outputs, head.options, (tail,))
+            a, b, ab = measure(head), measure(tail), measure(pair)
+            saved.append((a + b - overhead - ab) / max(b - overhead, 1e-6))
+        if float(np.median(saved)) > 2 / 3:
+            fused.add((first, second))
+    return fused
+
+
+def _fusable_head(first: str, second: str, rng: np.random.Generator) -> Kernel:
+    if first == "PAD":
+        size, c = int(rng.choice([14, 28, 56])), int(rng.choice([32, 64, 96]))
+        return space.pad(size, size, c, 1, 1)
+    if first == "ADD":
+        size, c = int(rng.choice([14, 28])), int(rng.choice([64, 128]))
+        return space.binary("ADD", (1, size, size, c), (1, size, size, c))
+    size, c = int(rng.choice([14, 28, 56])), int(rng.choice([32, 64, 96]))
+    if first == "DEPTHWISE_CONV_2D":
+        return space.depthwise(size, size, c, 3, 1)
+    return space.conv(size, size, c, c, 1, 1)
+
+
+def _tail_for(second: str, head: Kernel) -> Kernel:
+    shape = head.outputs[0].shape
+    if second == "CONV_2D":
+        return space.conv(shape[1], shape[2], shape[3], shape[3], 3, 1, padding=1)
+    if second == "DEPTHWISE_CONV_2D":
+        return space.depthwise(shape[1], shape[2], shape[3], 3, 1, padding=1)
+    if second == "MAX_POOL_2D":
+        return space.pool("MAX_POOL_2D", shape[1], shape[2], shape[3], 3, 2, 1)
+    return space.unary(second, shape)
+
+
+def _bar(progress: bool, plan: BuildPlan):
+    from tqdm import tqdm
+
+    expected = plan.initial + plan.rounds * plan.validation * (1 + plan.neighbours // 2) + 40
+    return tqdm(total=expected, disable=not progress, unit="kernel", desc="latency table", leave=False)
