@@ -30,7 +30,7 @@ def _kernel_lines(rows: list[dict], top: int) -> list[str]:
 @json_option
 def profile(model_path: Path, threads: int, top: int, as_json: bool) -> None:
     """Where the time of any .tflite goes on this CPU, per operator or fused kernel."""
-    from pipeline.latency.profile import profile as run_profile
+    from pipeline.latency.kernel_profile import profile as run_profile
 
     result = run_profile(model_path, threads, progress=not as_json)
 

@@ -198,6 +198,9 @@ def _quantization(spec: TensorSpec, op: str, role: str, position: int, kernel: K
             zero += 128
         q.scale, q.zeroPoint = [scale], [zero]
         return q
+    if spec.dtype == "uint8" and spec.constant:  # TF1-style uint8 models: per-tensor asymmetric weights
+        q.scale, q.zeroPoint = [0.01], [128]
+        return q
     if spec.dtype == "int8" and spec.constant and op in _WEIGHT_AXIS and position == 1:
         channels = spec.shape[_WEIGHT_AXIS[op]]
         q.scale = list(rng.uniform(0.002, 0.02, channels).astype(float))
@@ -206,7 +209,7 @@ def _quantization(spec: TensorSpec, op: str, role: str, position: int, kernel: K
         return q
     if spec.dtype == "int32" and spec.constant and op in _WEIGHT_AXIS and position == 2:
         weights = kernel.inputs[1]
-        channels = weights.shape[_WEIGHT_AXIS[op]]
+        channels = weights.shape[_WEIGHT_AXIS[op]] if weights.dtype == "int8" else 1
         q.scale = [ACTIVATION_SCALE * 0.01] * channels
         q.zeroPoint = [0] * channels
         return q

@@ -70,6 +70,25 @@ def as_float(kernel: Kernel) -> Kernel:
                   kernel.options, tuple(as_float(k) for k in kernel.fused))
 
 
+UINT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX",
+             "RESHAPE", "CONCATENATION", "MEAN", "MUL")  # what TF1-era uint8 models (and Coral's) are made of
+UINT8_SHARE = 0.3  # of an op's int8 sample count
+
+
+def as_uint8(kernel: Kernel) -> Kernel:
+    """The TF1-style uint8 twin of an int8 kernel (uint8 activations and weights, int32 bias)."""
+    def convert(t: TensorSpec) -> TensorSpec:
+        return TensorSpec(t.shape, "uint8", t.constant, t.values) if t.dtype == "int8" else t
+    return Kernel(kernel.op, tuple(convert(t) for t in kernel.inputs), tuple(convert(t) for t in kernel.outputs),
+                  kernel.options, tuple(as_uint8(k) for k in kernel.fused))
+
+
+def family(kernel: Kernel) -> str:
+    """What the predictor keys on: the op, and ``:uint8`` for TF1-style kernels (XNNPACK runs them apart)."""
+    acts = kernel.activations or kernel.outputs
+    return f"{kernel.op}:uint8" if acts and acts[0].dtype == "uint8" and kernel.op != "QUANTIZE" else kernel.op
+
+
 # --- features ------------------------------------------------------------------------------------------------
 
 def _log(value: float) -> float:
@@ -111,6 +130,9 @@ class LatencyTable:
     rows: list[tuple[Kernel, float]]
     _models: dict = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        self._families = set(self.ops)
+
     @property
     def target(self) -> str:
         return self.meta["target"]
@@ -129,12 +151,13 @@ class LatencyTable:
 
     @property
     def ops(self) -> list[str]:
-        return sorted({k.op for k, _ in self.rows})
+        """The kernel families measured (ops, ``OP:uint8`` for TF1-style kernels)."""
+        return sorted({family(k) for k, _ in self.rows})
 
-    def _model(self, op: str):
-        if op not in self._models:
-            self._models[op] = fit([(k, ms) for k, ms in self.rows if k.op == op])
-        return self._models[op]
+    def _model(self, key: str):
+        if key not in self._models:
+            self._models[key] = fit([(k, ms) for k, ms in self.rows if family(k) == key])
+        return self._models[key]
 
     def predict_kernels(self, kernels: list[Kernel]) -> list[float | None]:
         """Milliseconds each kernel adds to a model's invoke (its time above the invoke overhead); None when
@@ -142,9 +165,9 @@ class LatencyTable:
         result: list[float | None] = [None] * len(kernels)
         by_op: dict[str, list[int]] = {}
         for i, kernel in enumerate(kernels):
-            by_op.setdefault(kernel.op, []).append(i)
+            by_op.setdefault(family(kernel), []).append(i)
         for op, indices in by_op.items():
-            model = self._model(op) if op in self.ops else None
+            model = self._model(op) if op in self._families else None
             if model is None:
                 continue
             predicted = np.exp(model.predict(np.array([features(kernels[i]) for i in indices])))
@@ -246,12 +269,12 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
     journal = _Journal(out.with_name(out.name + ".measurements.jsonl"), meta)
     deadline = time.monotonic() + plan.minutes * 60
     convert = as_float if target == "cpu-float32" else (lambda k: k)
+    uint8 = target == "cpu-int8"
     bar = _bar(progress, plan)
     if journal.resumed:
         log(f"resuming: {journal.resumed} measurements already in {journal.path.name}")
 
     def measure(kernel: Kernel) -> float:
-        kernel = convert(kernel)
         key = kernel.key
         if key not in journal.done:
             journal.record(key, measurer.time(synthesize(kernel)))
@@ -264,17 +287,19 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
         return measure(tagged)
 
     overheads = [null_time(0)]
-    fusions = _detect_fusions(measure, plan, seed, overheads[0])
+    fusions = _detect_fusions(lambda k: measure(convert(k)), plan, seed, overheads[0])
     rows: dict[str, tuple[Kernel, float]] = {}
     weights = {op: space.WEIGHTS.get(op, 1.0) for op in ops}
     total = sum(weights.values())
     for op in ops:
         rng = np.random.default_rng([seed, 1, space.SAMPLERS_ORDER.index(op)])
-        for _ in range(max(4, round(plan.initial * weights[op] / total))):
+        count = max(4, round(plan.initial * weights[op] / total))
+        for number in range(count + (round(count * UINT8_SHARE) if uint8 and op in UINT8_OPS else 0)):
             if time.monotonic() > deadline:
                 break
             kernel = space.sample(op, rng)
-            rows[convert(kernel).key] = (convert(kernel), measure(kernel))
+            kernel = convert(kernel) if number < count else as_uint8(kernel)
+            rows[kernel.key] = (kernel, measure(kernel))
     errors = {}
     for round_ in range(1, plan.rounds + 1):
         if time.monotonic() > deadline:
@@ -289,8 +314,8 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
             for _ in range(max(2, round(plan.validation * weights[op] / total))):
                 if time.monotonic() > deadline:
                     break
-                kernel = space.sample(op, rng)
-                fresh.append((kernel, convert(kernel), measure(kernel)))
+                kernel = convert(space.sample(op, rng))
+                fresh.append((kernel, kernel, measure(kernel)))
         predicted = table.predict_kernels([k for _, k, _ in fresh])
         bad = []
         for (raw, kernel, ms), guess in zip(fresh, predicted):
@@ -305,10 +330,10 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
             f"resampling around {len(bad)}")
         rng = np.random.default_rng([seed, 3, round_])
         for kernel in bad:
-            for near in space.neighbours(kernel, rng, plan.neighbours):
+            for near in map(convert, space.neighbours(kernel, rng, plan.neighbours)):
                 if time.monotonic() > deadline:
                     break
-                rows[convert(near).key] = (convert(near), measure(near))
+                rows[near.key] = (near, measure(near))
     bar.close()
     meta = {"target": target, "threads": measurer.threads, "overhead_ms": float(np.median(overheads)),
             "fusions": sorted(list(pair) for pair in fusions), "measured_by": described,

@@ -1,0 +1,320 @@
+"""Adapt a trained net to a latency budget on the target: NetAdapt, or AMC-style per-layer ratios.
+
+NetAdapt (Yang et al., "NetAdapt: Platform-Aware Neural Network Adaptation for Mobile Applications",
+ECCV 2018): each iteration asks for a latency drop that follows a schedule (``first_step`` of the original
+latency, times ``decay`` per iteration; the reference implementation uses 2.5% and 0.96). For every channel
+group it finds, from the latency model, the fewest filters whose removal meets the drop, removes those
+with the smallest filter norms, fine-tunes the proposal briefly and measures it on a held-out split; the
+most accurate proposal goes on to the next iteration. A longer fine-tune ends the adaptation.
+
+AMC (He et al., "AMC: AutoML for Model Compression and Acceleration on Mobile Devices", ECCV 2018): an
+agent chooses every group's pruning ratio at once; each choice is scaled to meet the budget exactly and
+rewarded with the held-out accuracy without fine-tuning (BatchNorm statistics recalibrated); the best
+choice is fine-tuned once. The agent here is the cross-entropy method over the ratio vector (a Gaussian
+policy refitted to the best-rewarded tenth), simpler than the paper's DDPG.
+
+Every iteration (NetAdapt) or episode batch (AMC) is saved, so an interrupted adaptation resumes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.core.data import ImageSet
+from pipeline.core.errors import PipelineError
+from pipeline.core.fsutil import save_keras_model, write_json
+from pipeline.core.keras_convert import full_int8_flatbuffer
+from pipeline.core.tf_env import keras
+from pipeline.latency.channels import ChannelLatency
+from pipeline.latency.table import LatencyTable
+from pipeline.stages.channel_prune import channel_groups, layer_channels, prune_channels
+from pipeline.stages.train import FitSettings, fit, keras_accuracy, recalibrate_batchnorm
+
+STRATEGIES = ("netadapt", "amc")
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(x|ms)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How an adaptation runs; every field is a CLI option of ``tflpipe adapt``."""
+
+    budget: str  # "0.5x" (of the model's predicted latency) or "4.0ms"
+    strategy: str = "netadapt"
+    first_step: float = 0.025  # NetAdapt: first iteration's latency drop, as a share of the original latency
+    decay: float = 0.96  # NetAdapt: the drop shrinks by this factor each iteration
+    short_steps: int = 50  # fine-tune steps of each proposal (NetAdapt) before it is measured
+    finalists: int = 4  # NetAdapt: fine-tune only the proposals best before fine-tuning (0: all, as in the paper)
+    final_epochs: int = 2  # the long fine-tune at the end
+    learning_rate: float = 0.01
+    batch_size: int = 64
+    criterion: str = "l1"  # filter importance: l1/l2 norm (NetAdapt) or bn (|gamma|, network slimming)
+    divisor: int = 4  # channel counts move in steps of this many
+    episodes: int = 60  # AMC: agent evaluations
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise PipelineError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        parse_budget(self.budget)
+        if not 0 < self.first_step < 1 or not 0 < self.decay <= 1:
+            raise PipelineError("--first-step must be in (0, 1) and --decay in (0, 1]")
+        if self.divisor < 1 or min(self.short_steps, self.final_epochs, self.finalists) < 0 or self.episodes < 1:
+            raise PipelineError("--divisor and --episodes must be at least 1, step and epoch counts not negative")
+
+
+def parse_budget(text: str) -> tuple[str, float]:
+    """``"0.5x"`` -> ("x", 0.5); ``"4ms"`` -> ("ms", 4.0); anything else is a one-line error."""
+    match = _BUDGET.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise PipelineError(f"latency budget {text!r} is neither a share like 0.5x nor a time like 4.0ms")
+    return match.group(2).lower(), float(match.group(1))
+
+
+def _compositions(model: keras.Model) -> dict[str, tuple[int, ...]]:
+    return {name: lc.outputs[0] for name, lc in layer_channels(model).items() if len(lc.outputs) == 1}
+
+
+@dataclass
+class _Problem:
+    """What both strategies share: the groups, the latency model and the target."""
+
+    latency: ChannelLatency
+    sizes: dict[int, int]
+    prunable: list[int]
+    original_ms: float
+    target_ms: float
+    floor_ms: float
+    minimum: dict[int, int]
+
+
+def _problem(model: keras.Model, table: LatencyTable, settings: AdaptSettings, threads: int | None) -> _Problem:
+    groups = channel_groups(model)
+    sizes = {g.id: g.size for g in groups}
+    prunable = [g.id for g in groups if g.prunable and g.size > 1]
+    if not prunable:
+        raise PipelineError(f"{model.name} has no prunable channel group")
+    latency = ChannelLatency(table, full_int8_flatbuffer(model), _compositions(model), sizes, threads)
+    original = latency.predict()
+    kind, value = parse_budget(settings.budget)
+    target = original * value if kind == "x" else value
+    minimum = {g: min(sizes[g], settings.divisor) for g in prunable}
+    floor = latency.predict(minimum)
+    if target >= original:
+        raise PipelineError(f"the budget {settings.budget} ({target:.3f} ms) is not below the model's predicted "
+                            f"{original:.3f} ms: nothing to adapt")
+    if target < floor:
+        raise PipelineError(f"no pruning reaches {target:.3f} ms: the smallest reachable latency is {floor:.3f} ms "
+                            f"({settings.divisor} channels per group; {original:.3f} ms now)")
+    return _Problem(latency, sizes, prunable, original, target, floor, minimum)
+
+
+def _fine_tune(model: keras.Model, train: ImageSet, settings: AdaptSettings, steps: int, seed: int) -> None:
+    if steps <= 0:
+        recalibrate_batchnorm(model, train, _fit_settings(settings, 0, seed))
+        return
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(train), size=min(len(train), steps * settings.batch_size), replace=False)
+    fit(model, train.subset(np.sort(chosen)), None, _fit_settings(settings, 1, seed))
+
+
+def _fit_settings(settings: AdaptSettings, epochs: int, seed: int) -> FitSettings:
+    return FitSettings(epochs=epochs, learning_rate=settings.learning_rate, batch_size=settings.batch_size,
+                       seed=seed, label_smoothing=0.1)
+
+
+class _State:
+    """``state.json`` and ``current.h5`` in the output folder: what an interrupted run resumes from."""
+
+    def __init__(self, out: Path, settings: AdaptSettings, source: str) -> None:
+        self.out, self.path, self.model_path = out, out / "state.json", out / "current.h5"
+        self.data: dict = {"settings": asdict(settings), "source": source, "trajectory": [], "done": False}
+        if self.path.exists():
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            if saved.get("settings") != asdict(settings) or saved.get("source") != source:
+                raise PipelineError(f"{out} holds an adaptation with other settings or another model; "
+                                    "use another --out or remove it")
+            self.data = saved
+
+    def save(self, model: keras.Model | None = None) -> None:
+        if model is not None:
+            save_keras_model(model, self.model_path)
+        write_json(self.path, self.data)
+
+
+def adapt(model: keras.Model, train: ImageSet, holdout: ImageSet, table: LatencyTable, settings: AdaptSettings,
+          out: str | Path, threads: int | None = None, progress: bool = True,
+          log: Callable[[str], None] = lambda _: None) -> tuple[keras.Model, dict]:
+    """Prune ``model`` to ``settings.budget`` on ``table``'s target; returns the adapted model and its report."""
+    from pipeline.stages.convert import load_keras_model
+
+    settings.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    problem = _problem(model, table, settings, threads)
+    state = _State(out, settings, f"{model.name}:{sum(problem.sizes.values())}")
+    started = time.monotonic()
+    log(f"{settings.strategy}: {problem.original_ms:.3f} ms predicted now, budget {problem.target_ms:.3f} ms "
+        f"({len(problem.prunable)} prunable channel groups)")
+    current = load_keras_model(state.model_path) if state.model_path.exists() else model
+    if not state.data["trajectory"]:
+        state.data["trajectory"].append({"iteration": 0, "predicted_ms": problem.original_ms,
+                                         "holdout_accuracy": keras_accuracy(model, holdout), "sizes": problem.sizes})
+        state.data.update(original_ms=problem.original_ms, target_ms=problem.target_ms, floor_ms=problem.floor_ms)
+        state.save()
+    run = _netadapt if settings.strategy == "netadapt" else _amc
+    if not state.data.get("searched"):
+        current = run(current, train, holdout, problem, settings, state, progress, log)
+        state.data["searched"] = True
+        state.save(current)
+    if not state.data["done"]:
+        log(f"final fine-tune: {settings.final_epochs} epoch(s)")
+        if settings.final_epochs:
+            fit(current, train, None, _fit_settings(settings, settings.final_epochs, settings.seed + 999))
+        state.data["done"] = True
+        state.data["final_holdout_accuracy"] = keras_accuracy(current, holdout)
+        state.save(current)
+    final_sizes = {g.id: g.size for g in channel_groups(current)}
+    report = {"strategy": settings.strategy, "budget": settings.budget, "original_ms": state.data["original_ms"],
+              "target_ms": state.data["target_ms"], "smallest_reachable_ms": state.data["floor_ms"],
+              "predicted_ms": problem.latency.predict(final_sizes), "trajectory": state.data["trajectory"],
+              "holdout_accuracy_before": state.data["trajectory"][0]["holdout_accuracy"],
+              "holdout_accuracy_after": state.data["final_holdout_accuracy"], "params_before": model.count_params(),
+              "params_after": current.count_params(), "seconds_this_run": round(time.monotonic() - started, 1),
+              "target": table.target, "threads": table.threads}
+    if "episodes" in state.data:
+        report["episodes"] = state.data["episodes"]
+    return current, report
+
+
+def _netadapt(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _Problem, settings: AdaptSettings,
+              state: _State, progress: bool, log: Callable[[str], None]) -> keras.Model:
+    from tqdm import tqdm
+
+    sizes = {int(g): c for g, c in state.data["trajectory"][-1]["sizes"].items()}
+    current_ms = state.data["trajectory"][-1]["predicted_ms"]
+    bar = tqdm(total=round(problem.original_ms - problem.target_ms, 4), initial=round(problem.original_ms -
+               current_ms, 4), unit="ms", desc="netadapt", disable=not progress, leave=False)
+    while current_ms > problem.target_ms + 1e-9:
+        iteration = len(state.data["trajectory"])
+        drop = problem.original_ms * settings.first_step * settings.decay ** (iteration - 1)
+        goal = max(current_ms - drop, problem.target_ms)
+        proposals = _proposals(problem, sizes, goal, current_ms, settings.divisor)
+        if not proposals:
+            raise PipelineError(f"no channel group can be pruned further below {current_ms:.3f} ms "
+                                f"(budget {problem.target_ms:.3f} ms); the latency model sees no gain left")
+        candidates = []
+        for group, keep, ms in proposals:
+            candidate = prune_channels(model, {group: keep}, settings.criterion)
+            if settings.finalists:
+                recalibrate_batchnorm(candidate, train, _fit_settings(settings, 0, settings.seed))
+            candidates.append((keras_accuracy(candidate, holdout) if settings.finalists else 0.0, -ms, group, keep,
+                               ms, candidate))
+        if settings.finalists:  # only the best-ranked proposals earn the short fine-tune
+            candidates = sorted(candidates, key=lambda c: c[:2], reverse=True)[: settings.finalists]
+        scored = []
+        for _, _, group, keep, ms, candidate in candidates:
+            _fine_tune(candidate, train, settings, settings.short_steps, settings.seed + iteration)
+            scored.append((keras_accuracy(candidate, holdout), -ms, group, keep, ms, candidate))
+        accuracy, _, group, keep, ms, model = max(scored, key=lambda s: s[:2])
+        sizes = {**sizes, group: keep}
+        current_ms = ms
+        state.data["trajectory"].append({"iteration": iteration, "predicted_ms": ms, "holdout_accuracy": accuracy,
+                                         "group": group, "kept": keep, "proposals": len(proposals),
+                                         "sizes": sizes})
+        state.save(model)
+        bar.update(round(drop, 4))
+        log(f"iteration {iteration}: group {group} -> {keep} channels, {ms:.3f} ms predicted, "
+            f"held-out accuracy {accuracy:.2%} (best of {len(proposals)})")
+    bar.close()
+    return model
+
+
+def _proposals(problem: _Problem, sizes: dict[int, int], goal: float, current: float,
+               divisor: int) -> list[tuple[int, int, float]]:
+    """For each group, the most channels it can keep with the model at or under ``goal`` ms; when no group
+    alone reaches ``goal``, each group's fastest option that still gains anything (the drop asked for was
+    more than one group holds)."""
+    found, fallback = [], []
+    for group in problem.prunable:
+        options = list(range(sizes[group] - divisor, problem.minimum[group] - 1, -divisor))
+        if sizes[group] > problem.minimum[group] and (not options or options[-1] != problem.minimum[group]):
+            options.append(problem.minimum[group])
+        options = [c for c in options if c >= 1]
+        if not options:
+            continue
+        predicted = problem.latency.predict_many([{**sizes, group: c} for c in options])
+        for keep, ms in zip(options, predicted):
+            if ms <= goal:
+                found.append((group, keep, ms))
+                break
+        else:
+            fastest = int(np.argmin(predicted))
+            if predicted[fastest] < current - 1e-9:
+                fallback.append((group, options[fastest], predicted[fastest]))
+    return found or fallback
+
+
+def _scaled(problem: _Problem, ratios: np.ndarray, divisor: int) -> tuple[dict[int, int], float]:
+    """Channels per group from pruning ``ratios``, scaled up together until the budget is met (AMC's
+    action constraint, done here for the whole vector at once)."""
+    def sizes_for(scale: float) -> dict[int, int]:
+        result = dict(problem.sizes)
+        for group, ratio in zip(problem.prunable, ratios):
+            kept = problem.sizes[group] * (1 - min(0.95, ratio * scale))
+            result[group] = max(problem.minimum[group], int(math.floor(kept / divisor) * divisor) or divisor)
+        return result
+
+    low, high = 0.0, 1.0
+    while problem.latency.predict(sizes_for(high)) > problem.target_ms and high < 64:
+        low, high = high, high * 2
+    for _ in range(12):
+        middle = (low + high) / 2
+        if problem.latency.predict(sizes_for(middle)) > problem.target_ms:
+            low = middle
+        else:
+            high = middle
+    sizes = sizes_for(high)
+    return sizes, problem.latency.predict(sizes)
+
+
+def _amc(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _Problem, settings: AdaptSettings,
+         state: _State, progress: bool, log: Callable[[str], None]) -> keras.Model:
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(settings.seed)
+    dims = len(problem.prunable)
+    mean, std = np.full(dims, 0.3), np.full(dims, 0.2)
+    episodes: list[dict] = state.data.setdefault("episodes", [])
+    batch = max(4, settings.episodes // 6)
+    bar = tqdm(total=settings.episodes, initial=len(episodes), unit="episode", desc="amc", disable=not progress,
+               leave=False)
+    for done in range(0, settings.episodes, batch):
+        ratios_batch = np.clip(rng.normal(mean, std, size=(batch, dims)), 0.0, 0.9)
+        for number, ratios in enumerate(ratios_batch[: settings.episodes - done]):
+            if done + number < len(episodes):  # resumed: scored before the interruption
+                continue
+            sizes, ms = _scaled(problem, ratios, settings.divisor)
+            candidate = prune_channels(model, {g: sizes[g] for g in problem.prunable}, settings.criterion)
+            recalibrate_batchnorm(candidate, train, _fit_settings(settings, 0, settings.seed))
+            episodes.append({"ratios": [round(float(r), 4) for r in ratios], "predicted_ms": ms,
+                             "reward": keras_accuracy(candidate, holdout), "sizes": sizes})
+            bar.update(1)
+        elite = sorted(episodes[: done + batch], key=lambda e: -e["reward"])[: max(2, len(episodes) // 10)]
+        picked = np.array([e["ratios"] for e in elite])
+        mean, std = picked.mean(axis=0), np.maximum(picked.std(axis=0), 0.03)
+        state.save()
+        log(f"episodes {len(episodes)}: best reward {elite[0]['reward']:.2%} at {elite[0]['predicted_ms']:.3f} ms")
+    bar.close()
+    best = max(episodes, key=lambda e: e["reward"])
+    sizes = {int(g): c for g, c in best["sizes"].items()}
+    chosen = prune_channels(model, {g: sizes[g] for g in problem.prunable}, settings.criterion)
+    state.data["trajectory"].append({"iteration": 1, "predicted_ms": best["predicted_ms"],
+                                     "holdout_accuracy": best["reward"], "sizes": sizes})
+    return chosen
