@@ -16,6 +16,20 @@ def latency() -> None:
     """Measured cost of the target: per-kernel profiles, latency tables, predictions."""
 
 
+def _memory_line(memory: dict | None) -> list[str]:
+    if not memory:
+        return []
+    parts = memory["xnnpack"]
+    line = (f"memory: predicted peak {memory['predicted_peak_bytes'] / 2**20:.2f} MB above the loaded file "
+            f"(packed weights {parts['packed_weights_bytes'] / 2**20:.2f}, activations "
+            f"{(parts['tflite_arena_bytes'] + parts['workspace_bytes']) / 2**20:.2f}, runtime "
+            f"{parts['overhead_bytes'] / 2**20:.2f} MB)")
+    if "measured_peak_bytes" in memory:
+        line += (f"; measured {memory['measured_peak_bytes'] / 2**20:.2f} MB "
+                 f"({memory['predicted_over_measured'] - 1:+.1%})")
+    return [line]
+
+
 def _kernel_lines(rows: list[dict], top: int) -> list[str]:
     shown = sorted(rows, key=lambda r: -(r["ms"] or 0))[:top]
     return [f"  {r['op']:<26} {r['name'][:34]:<34} {'x'.join(map(str, r['input'][1:])):>14} "
@@ -38,6 +52,7 @@ def profile(model_path: Path, threads: int, top: int, as_json: bool) -> None:
         lines = [f"{d['model']}: {d['whole_ms']:.3f} ms whole (median, {d['threads']} thread(s)); kernels sum to "
                  f"{d['sum_ms']:.3f} ms ({d['sum_over_whole']:.0%}), invoke overhead {d['overhead_ms'] * 1000:.1f} µs",
                  "by op: " + ", ".join(f"{k} {v:.3f}" for k, v in d["by_op"].items()),
+                 *_memory_line(d.get("memory")),
                  f"slowest {min(top, len(d['kernels']))} kernels:"]
         return "\n".join(lines + _kernel_lines(d["kernels"], top))
 
@@ -97,7 +112,7 @@ def predict(model: str, table: Path, threads: int | None, measure: bool, top: in
         head = f"{d['model']}: predicted {d['predicted_ms']:.3f} ms ({d['target']}, {d['threads']} thread(s))"
         if "measured_ms" in d:
             head += f"; measured {d['measured_ms']:.3f} ms ({d['error']:+.1%})"
-        lines = [head]
+        lines = [head, *_memory_line(d.get("memory"))]
         if d["unmodelled_ops"]:
             lines.append("not in the table (counted as invoke overhead only): "
                          + ", ".join(f"{k} x{v}" for k, v in d["unmodelled_ops"].items()))

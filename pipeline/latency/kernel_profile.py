@@ -62,8 +62,11 @@ def profile(path: str | Path, threads: int = 1, measurer: Measurer | None = None
     for row in rows:
         key = _label(row.kernel)
         by_op[key] = by_op.get(key, 0.0) + row.ms
+    from pipeline.latency.memory import memory_report
+
+    memory = memory_report(path, threads, measure=isinstance(measurer, LocalMeasurer))
     return {
-        "model": Path(path).name, **measurer.describe(), "whole_ms": round(whole, 4),
+        "model": Path(path).name, **measurer.describe(), "whole_ms": round(whole, 4), "memory": memory,
         "whole_ms_before_after": [round(whole_before, 4), round(whole_after, 4)],
         "sum_ms": round(summed, 4), "sum_over_whole": round(summed / whole, 4) if whole else None,
         "overhead_ms": round(overhead, 5), "fusions": sorted("+".join(p) for p in fusions),

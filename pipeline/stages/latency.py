@@ -5,11 +5,13 @@ random calibration first (same ops and shapes as the deployed model, a few secon
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.tflite_file import read_file
+from pipeline.core.tflite_file import parse_model, read_file
+from pipeline.latency.memory import memory_report
 from pipeline.latency.predict import predict_flatbuffer
 from pipeline.latency.table import load_table
 
@@ -47,6 +49,8 @@ def predict(source: str | Path, table: str | Path, threads: int | None = None, m
     data, name = model_flatbuffer(source, **build)
     prediction = predict_flatbuffer(data, loaded, threads)
     result = {"model": name, **prediction.to_json(top)}
+    if loaded.target.startswith("cpu"):  # the memory model describes LiteRT + XNNPACK on a CPU
+        result["memory"] = memory_report(parse_model(data, name), loaded.threads, measure=False)
     if measure:
         from pipeline.latency.measure import LocalMeasurer
 
@@ -55,4 +59,9 @@ def predict(source: str | Path, table: str | Path, threads: int | None = None, m
         measured = LocalMeasurer(threads=loaded.threads, min_seconds=0.5).time(data)
         result["measured_ms"] = round(measured, 4)
         result["error"] = round(prediction.latency_ms / measured - 1, 4)
+        if "memory" in result:
+            with tempfile.TemporaryDirectory() as folder:  # measured in a child process that reads a file
+                path = Path(folder) / "model.tflite"
+                path.write_bytes(data)
+                result["memory"] = memory_report(path, loaded.threads, measure=True)
     return result
