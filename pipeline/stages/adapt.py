@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline.core.data import ImageSet
 from pipeline.core.errors import PipelineError
-from pipeline.core.fsutil import save_keras_model, write_json
+from pipeline.core.fsutil import atomic_path, save_keras_model, write_json
 from pipeline.core.keras_convert import full_int8_flatbuffer
 from pipeline.core.tf_env import keras
 from pipeline.latency.channels import ChannelLatency
@@ -57,6 +57,7 @@ class AdaptSettings:
     criterion: str = "l1"  # filter importance: l1/l2 norm (NetAdapt) or bn (|gamma|, network slimming)
     divisor: int = 4  # channel counts move in steps of this many
     episodes: int = 60  # AMC: agent evaluations
+    memory_budget_mb: float | None = None  # predicted LiteRT peak memory the result must fit in
     seed: int = 0
 
     def check(self) -> None:
@@ -65,6 +66,8 @@ class AdaptSettings:
         parse_budget(self.budget)
         if not 0 < self.first_step < 1 or not 0 < self.decay <= 1:
             raise PipelineError("--first-step must be in (0, 1) and --decay in (0, 1]")
+        if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
+            raise PipelineError("--memory-budget must be a positive number of MB")
         if self.divisor < 1 or min(self.short_steps, self.final_epochs, self.finalists) < 0 or self.episodes < 1:
             raise PipelineError("--divisor and --episodes must be at least 1, step and epoch counts not negative")
 
@@ -115,6 +118,19 @@ def _problem(model: keras.Model, table: LatencyTable, settings: AdaptSettings, t
     return _Problem(latency, sizes, prunable, original, target, floor, minimum)
 
 
+def predicted_memory_mb(model: keras.Model, threads: int = 1) -> float:
+    """LiteRT + XNNPACK peak memory of ``model`` as full int8, from the memory model (no run needed)."""
+    from pipeline.core.tflite_file import parse_model
+    from pipeline.latency.memory import predict_runtime
+
+    flatbuffer = full_int8_flatbuffer(model)
+    return predict_runtime(parse_model(flatbuffer, model.name), threads).growth_bytes / 2**20
+
+
+def _memory_ok(model: keras.Model, settings: AdaptSettings, threads: int) -> bool:
+    return settings.memory_budget_mb is None or predicted_memory_mb(model, threads) <= settings.memory_budget_mb
+
+
 def _fine_tune(model: keras.Model, train: ImageSet, settings: AdaptSettings, steps: int, seed: int) -> None:
     if steps <= 0:
         recalibrate_batchnorm(model, train, _fit_settings(settings, 0, seed))
@@ -158,6 +174,11 @@ def adapt(model: keras.Model, train: ImageSet, holdout: ImageSet, table: Latency
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     problem = _problem(model, table, settings, threads)
+    if settings.memory_budget_mb is not None:
+        smallest = predicted_memory_mb(prune_channels(model, problem.minimum, settings.criterion), problem.latency.table.threads)
+        if smallest > settings.memory_budget_mb:
+            raise PipelineError(f"no pruning fits {settings.memory_budget_mb} MB: the smallest reachable predicted "
+                                f"peak memory is {smallest:.2f} MB")
     state = _State(out, settings, f"{model.name}:{sum(problem.sizes.values())}")
     started = time.monotonic()
     log(f"{settings.strategy}: {problem.original_ms:.3f} ms predicted now, budget {problem.target_ms:.3f} ms "
@@ -199,21 +220,28 @@ def _netadapt(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _
 
     sizes = {int(g): c for g, c in state.data["trajectory"][-1]["sizes"].items()}
     current_ms = state.data["trajectory"][-1]["predicted_ms"]
-    bar = tqdm(total=round(problem.original_ms - problem.target_ms, 4), initial=round(problem.original_ms -
-               current_ms, 4), unit="ms", desc="netadapt", disable=not progress, leave=False)
-    while current_ms > problem.target_ms + 1e-9:
+    bar = tqdm(total=100, initial=_progress(problem, current_ms), unit="%", desc="netadapt (latency to budget)",
+               disable=not progress, leave=False)
+    threads = problem.latency.table.threads
+    while current_ms > problem.target_ms + 1e-9 or not _memory_ok(model, settings, threads):
         iteration = len(state.data["trajectory"])
         drop = problem.original_ms * settings.first_step * settings.decay ** (iteration - 1)
-        goal = max(current_ms - drop, problem.target_ms)
-        proposals = _proposals(problem, sizes, goal, current_ms, settings.divisor)
+        # Under the latency budget but over the memory one: keep shrinking by the schedule.
+        goal = current_ms - drop if current_ms <= problem.target_ms else max(current_ms - drop, problem.target_ms)
+        proposals = _proposals(problem, sizes, goal, settings.divisor)
+        for _ in range(10):  # the drop asked for is more than any one group holds: ask for half as much
+            if proposals or current_ms - goal < 1e-6:
+                break
+            goal = current_ms - (current_ms - goal) / 2
+            proposals = _proposals(problem, sizes, goal, settings.divisor)
         if not proposals:
             raise PipelineError(f"no channel group can be pruned further below {current_ms:.3f} ms "
                                 f"(budget {problem.target_ms:.3f} ms); the latency model sees no gain left")
         candidates = []
         for group, keep, ms in proposals:
             candidate = prune_channels(model, {group: keep}, settings.criterion)
-            if settings.finalists:
-                recalibrate_batchnorm(candidate, train, _fit_settings(settings, 0, settings.seed))
+            if settings.finalists:  # ranked before fine-tuning: statistics re-estimated on a few batches
+                recalibrate_batchnorm(candidate, train, _fit_settings(settings, 0, settings.seed), batches=10)
             candidates.append((keras_accuracy(candidate, holdout) if settings.finalists else 0.0, -ms, group, keep,
                                ms, candidate))
         if settings.finalists:  # only the best-ranked proposals earn the short fine-tune
@@ -229,19 +257,22 @@ def _netadapt(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _
                                          "group": group, "kept": keep, "proposals": len(proposals),
                                          "sizes": sizes})
         state.save(model)
-        bar.update(round(drop, 4))
+        bar.n = _progress(problem, current_ms)
+        bar.refresh()
         log(f"iteration {iteration}: group {group} -> {keep} channels, {ms:.3f} ms predicted, "
             f"held-out accuracy {accuracy:.2%} (best of {len(proposals)})")
     bar.close()
     return model
 
 
-def _proposals(problem: _Problem, sizes: dict[int, int], goal: float, current: float,
-               divisor: int) -> list[tuple[int, int, float]]:
-    """For each group, the most channels it can keep with the model at or under ``goal`` ms; when no group
-    alone reaches ``goal``, each group's fastest option that still gains anything (the drop asked for was
-    more than one group holds)."""
-    found, fallback = [], []
+def _progress(problem: _Problem, current_ms: float) -> int:
+    return int(min(100, max(0, 100 * (problem.original_ms - current_ms) / (problem.original_ms - problem.target_ms))))
+
+
+def _proposals(problem: _Problem, sizes: dict[int, int], goal: float, divisor: int) -> list[tuple[int, int, float]]:
+    """For each group, the most channels it can keep with the model at or under ``goal`` ms (NetAdapt's
+    "fewest filters to remove"), found from the latency model in one batch per group."""
+    found = []
     for group in problem.prunable:
         options = list(range(sizes[group] - divisor, problem.minimum[group] - 1, -divisor))
         if sizes[group] > problem.minimum[group] and (not options or options[-1] != problem.minimum[group]):
@@ -254,11 +285,7 @@ def _proposals(problem: _Problem, sizes: dict[int, int], goal: float, current: f
             if ms <= goal:
                 found.append((group, keep, ms))
                 break
-        else:
-            fastest = int(np.argmin(predicted))
-            if predicted[fastest] < current - 1e-9:
-                fallback.append((group, options[fastest], predicted[fastest]))
-    return found or fallback
+    return found
 
 
 def _scaled(problem: _Problem, ratios: np.ndarray, divisor: int) -> tuple[dict[int, int], float]:
@@ -303,8 +330,10 @@ def _amc(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _Probl
             sizes, ms = _scaled(problem, ratios, settings.divisor)
             candidate = prune_channels(model, {g: sizes[g] for g in problem.prunable}, settings.criterion)
             recalibrate_batchnorm(candidate, train, _fit_settings(settings, 0, settings.seed))
+            fits = _memory_ok(candidate, settings, problem.latency.table.threads)
             episodes.append({"ratios": [round(float(r), 4) for r in ratios], "predicted_ms": ms,
-                             "reward": keras_accuracy(candidate, holdout), "sizes": sizes})
+                             "reward": keras_accuracy(candidate, holdout) if fits else 0.0, "sizes": sizes,
+                             "fits_memory": fits})
             bar.update(1)
         elite = sorted(episodes[: done + batch], key=lambda e: -e["reward"])[: max(2, len(episodes) // 10)]
         picked = np.array([e["ratios"] for e in elite])
@@ -313,8 +342,79 @@ def _amc(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _Probl
         log(f"episodes {len(episodes)}: best reward {elite[0]['reward']:.2%} at {elite[0]['predicted_ms']:.3f} ms")
     bar.close()
     best = max(episodes, key=lambda e: e["reward"])
+    if not best.get("fits_memory", True) or best["reward"] <= 0:
+        raise PipelineError(f"no AMC episode met the memory budget of {settings.memory_budget_mb} MB; "
+                            "raise it or lower the latency budget")
     sizes = {int(g): c for g, c in best["sizes"].items()}
     chosen = prune_channels(model, {g: sizes[g] for g in problem.prunable}, settings.criterion)
     state.data["trajectory"].append({"iteration": 1, "predicted_ms": best["predicted_ms"],
                                      "holdout_accuracy": best["reward"], "sizes": sizes})
     return chosen
+
+
+def _plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = report["trajectory"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([s["predicted_ms"] for s in steps], [100 * s["holdout_accuracy"] for s in steps], "o-", label="iterations")
+    ax.axvline(report["target_ms"], color="grey", linestyle="--", label="budget")
+    if "measured_after_ms" in report:
+        ax.plot([report["measured_after_ms"]], [100 * report["holdout_accuracy_after"]], "r*", markersize=12,
+                label="final (measured)")
+    ax.set_xlabel(f"int8 latency, ms ({report['target']}, {report['threads']} thread(s))")
+    ax.set_ylabel("held-out accuracy, %")
+    ax.set_title(f"{report['strategy']}: {report['model']}")
+    ax.invert_xaxis()
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def adapt_file(model_path: str | Path, data: str, table_path: str | Path, settings: AdaptSettings, out: str | Path,
+               validation_split: float = 0.1, target: str | None = None, threads: int | None = None,
+               trust_code: bool = False, measure: bool = True, progress: bool = True,
+               log: Callable[[str], None] = lambda _: None) -> dict:
+    """``tflpipe adapt``: a saved model and an image folder in, ``model_adapted.h5``, ``report.json`` and
+    ``trajectory.png`` out; the int8 latency of both models measured here when the table is this CPU's."""
+    from pipeline.core.data import load_dataset, split
+    from pipeline.latency.table import load_table
+    from pipeline.stages.convert import load_keras_model
+
+    settings.check()
+    table = load_table(table_path)
+    if target is not None and table.target != target:
+        raise PipelineError(f"the latency table describes {table.target}, not {target}")
+    model = load_keras_model(model_path, trust_code)
+    size = int(model.input_shape[1])
+    train, holdout = split(load_dataset(data, size, progress=progress), validation_split, settings.seed)
+    if model.output_shape[-1] != len(train.class_names):
+        raise PipelineError(f"{Path(model_path).name} predicts {model.output_shape[-1]} classes but {data} has "
+                            f"{len(train.class_names)}")
+    out = Path(out)
+    adapted, report = adapt(model, train, holdout, table, settings, out, threads, progress, log)
+    save_keras_model(adapted, out / "model_adapted.h5")
+    report = {"model": Path(model_path).name, **report}
+    if measure and table.target.startswith("cpu"):
+        from pipeline.latency.measure import LocalMeasurer
+
+        timer = LocalMeasurer(threads=table.threads, min_seconds=0.5)
+        before, after = full_int8_flatbuffer(model), full_int8_flatbuffer(adapted)
+        try:
+            pairs = [(timer.time(before), timer.time(after)) for _ in range(3)]  # alternating: the CPU drifts
+        except PipelineError as exc:  # e.g. XNNPACK refusing a degenerate (random-calibrated) layer
+            report["measurement_failed"] = str(exc)
+        else:
+            report["measured_before_ms"] = float(np.median([p[0] for p in pairs]))
+            report["measured_after_ms"] = float(np.median([p[1] for p in pairs]))
+            report["predicted_over_measured"] = report["predicted_ms"] / report["measured_after_ms"]
+    if settings.memory_budget_mb is not None:
+        report["predicted_memory_mb"] = predicted_memory_mb(adapted, table.threads)
+    write_json(out / "report.json", report)
+    _plot(report, out / "trajectory.png")
+    return report
