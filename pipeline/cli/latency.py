@@ -2,13 +2,46 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import click
 
 from pipeline.cli.common import emit, json_option, model_file, zoo_options
 
+if TYPE_CHECKING:
+    from pipeline.latency.adb import AdbMeasurer
+
 _THREADS = click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
                         help="CPU threads the runtime uses (XNNPACK).")
+
+
+def _phone_options(command: Callable) -> Callable:
+    """``--adb``, ``--delegate`` and ``--benchmark-binary``: measure on an Android phone instead of this CPU."""
+    for option in reversed((
+        click.option("--adb", "serial", metavar="SERIAL",
+                     help="Measure on this Android device (`adb devices`) with TFLite's benchmark_model."),
+        click.option("--delegate", type=click.Choice(["xnnpack", "cpu", "gpu", "nnapi"]),
+                     help="With --adb: XNNPACK (default), the builtin CPU kernels, the GPU or NNAPI delegate."),
+        click.option("--benchmark-binary", metavar="PATH", help="With --adb: benchmark_model on the device "
+                     "[default: /data/local/tmp/benchmark_model]."),
+    )):
+        command = option(command)
+    return command
+
+
+def _phone(serial: str | None, delegate: str | None, binary: str | None, threads: int) -> AdbMeasurer | None:
+    """The phone's measurer for ``--adb``, checked before any work starts; None without ``--adb``."""
+    from pipeline.core.errors import PipelineError
+
+    if serial is None:
+        if delegate or binary:
+            raise PipelineError("--delegate and --benchmark-binary measure on a phone; add --adb SERIAL")
+        return None
+    from pipeline.latency.adb import AdbMeasurer
+
+    measurer = AdbMeasurer(serial, threads, delegate or "xnnpack", **({"binary": binary} if binary else {}))
+    measurer.check_device()
+    return measurer
 
 
 @click.group()
@@ -32,18 +65,34 @@ def _memory_line(memory: dict | None) -> list[str]:
 
 def _kernel_lines(rows: list[dict], top: int) -> list[str]:
     shown = sorted(rows, key=lambda r: -(r["ms"] or 0))[:top]
-    return [f"  {r['op']:<26} {r['name'][:34]:<34} {'x'.join(map(str, r['input'][1:])):>14} "
+    return [f"  {r['op']:<26} {r['name'][:34]:<34} {'x'.join(map(str, r.get('input', [])[1:])):>14} "
             f"{'-' if r['ms'] is None else format(r['ms'], '8.4f')} ms  "
             f"{'' if r['share'] is None else format(r['share'], '6.1%')}" for r in shown]
+
+
+def _phone_profile_text(d: dict, top: int) -> str:
+    lines = [f"{d['model']}: {d['whole_ms']:.3f} ms whole on {d['device']} ({d['target']}, {d['threads']} thread(s)); "
+             f"ops sum to {d['sum_ms']:.3f} ms under benchmark_model's profiler",
+             "by op: " + ", ".join(f"{k} {v:.3f}" for k, v in d["by_op"].items()),
+             f"slowest {min(top, len(d['kernels']))} ops:"]
+    return "\n".join(lines + _kernel_lines(d["kernels"], top))
 
 
 @latency.command()
 @click.argument("model_path", type=model_file)
 @_THREADS
 @click.option("--top", type=click.IntRange(1), default=15, show_default=True, help="Kernels listed (text output).")
+@_phone_options
 @json_option
-def profile(model_path: Path, threads: int, top: int, as_json: bool) -> None:
-    """Where the time of any .tflite goes on this CPU, per operator or fused kernel."""
+def profile(model_path: Path, threads: int, top: int, serial: str | None, delegate: str | None,
+            benchmark_binary: str | None, as_json: bool) -> None:
+    """Where the time of any .tflite goes on this CPU (or a phone), per operator or fused kernel."""
+    phone = _phone(serial, delegate, benchmark_binary, threads)
+    if phone is not None:
+        from pipeline.latency.adb import profile_on_device
+
+        emit(profile_on_device(model_path, phone), as_json, lambda d: _phone_profile_text(d, top))
+        return
     from pipeline.latency.kernel_profile import profile as run_profile
 
     result = run_profile(model_path, threads, progress=not as_json)
@@ -67,9 +116,14 @@ def profile(model_path: Path, threads: int, top: int, as_json: bool) -> None:
               help="Table file to write (JSON); an interrupted build resumes from OUT.measurements.jsonl.")
 @click.option("--quick", is_flag=True, help="A small table in under a minute (tests, smoke checks).")
 @click.option("--minutes", type=click.FloatRange(0.5), help="Time budget; sampling stops when it is spent.")
+@click.option("--ops", help="Comma-separated ops to sample (e.g. CONV_2D,DEPTHWISE_CONV_2D); default all.")
+@_phone_options
 @json_option
-def build(target: str, threads: int, out: Path, quick: bool, minutes: float | None, as_json: bool) -> None:
-    """Measure kernels on this CPU and fit the latency predictor (nn-Meter style, resumable)."""
+def build(target: str, threads: int, out: Path, quick: bool, minutes: float | None, ops: str | None,
+          serial: str | None, delegate: str | None, benchmark_binary: str | None, as_json: bool) -> None:
+    """Measure kernels on this CPU (or a phone, --adb) and fit the latency predictor (nn-Meter style, resumable).
+
+    --target names the kernels' type; a phone table records the device under measured_by."""
     from dataclasses import replace
 
     from pipeline.core.fsutil import ensure_writable_file
@@ -80,12 +134,15 @@ def build(target: str, threads: int, out: Path, quick: bool, minutes: float | No
     plan = BuildPlan.quick() if quick else BuildPlan()
     if minutes is not None:
         plan = replace(plan, minutes=minutes)
-    table = build_table(LocalMeasurer(threads=threads), target, out, plan, progress=not as_json,
-                        log=lambda line: click.echo(f"tflpipe: {line}", err=True))
+    measurer = _phone(serial, delegate, benchmark_binary, threads) or LocalMeasurer(threads=threads)
+    table = build_table(measurer, target, out, plan, ops=[op.strip() for op in (ops or "").split(",") if op.strip()],
+                        progress=not as_json, log=lambda line: click.echo(f"tflpipe: {line}", err=True))
     summary = {"table": str(out), "target": table.target, "threads": table.threads,
                "kernels": len(table.rows), "ops": table.ops, "fusions": table.meta["fusions"],
-               "overhead_ms": table.overhead_ms, "validation_error": table.meta["validation_error"]}
-    emit(summary, as_json, lambda d: f"{d['table']}: {d['kernels']} kernels of {len(d['ops'])} ops measured "
+               "overhead_ms": table.overhead_ms, "validation_error": table.meta["validation_error"],
+               "measured_by": table.meta["measured_by"]}
+    where = f" on {summary['measured_by']['device']} via {measurer.target}" if serial else ""
+    emit(summary, as_json, lambda d: f"{d['table']}: {d['kernels']} kernels of {len(d['ops'])} ops measured{where} "
                                      f"({d['target']}, {d['threads']} thread(s)); fused pairs: "
                                      f"{', '.join('+'.join(p) for p in d['fusions']) or 'none'}")
 

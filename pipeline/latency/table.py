@@ -146,6 +146,11 @@ class LatencyTable:
         return float(self.meta["overhead_ms"])
 
     @property
+    def device(self) -> str:
+        """Where the kernels were timed: ``cpu`` (this machine's LiteRT) or ``android-<delegate>``."""
+        return str(self.meta.get("measured_by", {}).get("target", "cpu"))
+
+    @property
     def fusions(self) -> set[tuple[str, str]]:
         return {tuple(pair) for pair in self.meta.get("fusions", [])}
 
@@ -223,6 +228,9 @@ def load_table(path: str | Path) -> LatencyTable:
 NULL_KERNEL = Kernel("ADD", (TensorSpec((1, 1)), TensorSpec((1, 1))), (TensorSpec((1, 1)),))
 
 
+_JOURNAL_KEYS = ("target", "threads", "device", "serial")  # a journal resumes only the same build
+
+
 class _Journal:
     """Measurements appended as they are taken; reopened, it answers the ones already done."""
 
@@ -232,9 +240,10 @@ class _Journal:
         if path.exists():
             lines = path.read_text(encoding="utf-8").splitlines()
             header = json.loads(lines[0]) if lines else {}
-            if {k: header.get(k) for k in ("target", "threads")} != {k: meta[k] for k in ("target", "threads")}:
-                raise PipelineError(f"{path} holds measurements for {header.get('target')} at "
-                                    f"{header.get('threads')} threads; remove it or build that table")
+            if {k: header.get(k) for k in _JOURNAL_KEYS} != {k: meta[k] for k in _JOURNAL_KEYS}:
+                raise PipelineError(f"{path} holds measurements of {header.get('target')} kernels on "
+                                    f"{header.get('device')} {header.get('serial') or ''} at {header.get('threads')} "
+                                    "thread(s); remove it or build that table")
             for line in lines[1:]:
                 try:
                     key, ms = json.loads(line)
@@ -242,7 +251,7 @@ class _Journal:
                 except (ValueError, TypeError):
                     break  # a line cut short by an interruption: everything after it is redone
         else:
-            path.write_text(json.dumps({k: meta[k] for k in ("target", "threads")}) + "\n", encoding="utf-8")
+            path.write_text(json.dumps({k: meta[k] for k in _JOURNAL_KEYS}) + "\n", encoding="utf-8")
         self.resumed = len(self.done)
 
     def record(self, key: str, ms: float) -> None:
@@ -265,7 +274,8 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
     if target == "cpu-float32":
         ops = [op for op in ops if op != "QUANTIZE"]
     described = measurer.describe()
-    meta = {"target": target, "threads": measurer.threads}
+    meta = {"target": target, "threads": measurer.threads, "device": described.get("target"),
+            "serial": described.get("serial")}
     journal = _Journal(out.with_name(out.name + ".measurements.jsonl"), meta)
     deadline = time.monotonic() + plan.minutes * 60
     convert = as_float if target == "cpu-float32" else (lambda k: k)

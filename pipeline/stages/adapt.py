@@ -173,13 +173,13 @@ def adapt(model: keras.Model, train: ImageSet, holdout: ImageSet, table: Latency
     settings.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    state = _State(out, settings, f"{model.name}:{model.count_params()}")
     problem = _problem(model, table, settings, threads)
     if settings.memory_budget_mb is not None:
-        smallest = predicted_memory_mb(prune_channels(model, problem.minimum, settings.criterion), problem.latency.table.threads)
+        smallest = predicted_memory_mb(prune_channels(model, problem.minimum, settings.criterion), table.threads)
         if smallest > settings.memory_budget_mb:
             raise PipelineError(f"no pruning fits {settings.memory_budget_mb} MB: the smallest reachable predicted "
                                 f"peak memory is {smallest:.2f} MB")
-    state = _State(out, settings, f"{model.name}:{sum(problem.sizes.values())}")
     started = time.monotonic()
     log(f"{settings.strategy}: {problem.original_ms:.3f} ms predicted now, budget {problem.target_ms:.3f} ms "
         f"({len(problem.prunable)} prunable channel groups)")
@@ -400,7 +400,7 @@ def adapt_file(model_path: str | Path, data: str, table_path: str | Path, settin
     adapted, report = adapt(model, train, holdout, table, settings, out, threads, progress, log)
     save_keras_model(adapted, out / "model_adapted.h5")
     report = {"model": Path(model_path).name, **report}
-    if measure and table.target.startswith("cpu"):
+    if measure and table.device == "cpu":
         from pipeline.latency.measure import LocalMeasurer
 
         timer = LocalMeasurer(threads=table.threads, min_seconds=0.5)

@@ -49,13 +49,13 @@ def predict(source: str | Path, table: str | Path, threads: int | None = None, m
     data, name = model_flatbuffer(source, **build)
     prediction = predict_flatbuffer(data, loaded, threads)
     result = {"model": name, **prediction.to_json(top)}
-    if loaded.target.startswith("cpu"):  # the memory model describes LiteRT + XNNPACK on a CPU
+    if loaded.device == "cpu":  # the memory model describes LiteRT + XNNPACK on this CPU
         result["memory"] = memory_report(parse_model(data, name), loaded.threads, measure=False)
     if measure:
         from pipeline.latency.measure import LocalMeasurer
 
-        if loaded.target not in ("cpu-int8", "cpu-float32"):
-            raise PipelineError(f"--measure times on this CPU, but the table describes {loaded.target}")
+        if loaded.device != "cpu":
+            raise PipelineError(f"--measure times on this CPU, but the table was measured on {loaded.device}")
         measured = LocalMeasurer(threads=loaded.threads, min_seconds=0.5).time(data)
         result["measured_ms"] = round(measured, 4)
         result["error"] = round(prediction.latency_ms / measured - 1, 4)

@@ -1,0 +1,99 @@
+"""``tflpipe adapt``: NetAdapt and AMC-style adaptation of a tiny trained net to a latency budget, through the
+CLI; resume, and the one-line errors for budgets no pruning can meet."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.core.errors import PipelineError
+from pipeline.stages.adapt import AdaptSettings, parse_budget
+from tests.helpers import invoke, json_output
+
+FAST = ["--short-steps", "0", "--finalists", "1", "--final-epochs", "0", "--batch-size", "16", "--divisor", "8"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, run_data) -> Path:
+    from keras_models import build_model
+    from pipeline.core.data import load_dataset
+    from pipeline.stages.train import FitSettings, fit
+
+    model = build_model("mobilenet_v1", input_size=32, classes=3, alpha=0.25)
+    fit(model, load_dataset(run_data, 32), None, FitSettings(epochs=3, learning_rate=0.05, batch_size=16))
+    path = tmp_path_factory.mktemp("adapt") / "v1.h5"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    from pipeline.latency.measure import LocalMeasurer
+    from pipeline.latency.table import BuildPlan, build_table
+
+    out = tmp_path_factory.mktemp("table") / "cpu.json"
+    plan = BuildPlan(initial=70, rounds=0, validation=0, neighbours=0, fusion_samples=1, minutes=3)
+    build_table(LocalMeasurer(threads=1, min_seconds=0.01), "cpu-int8", out, plan, progress=False,
+                ops=["CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"])
+    return out
+
+
+def _error(result) -> str:
+    """The one error line (progress bars share the captured output); no traceback."""
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+def _adapt(trained, table, run_data, out, *extra):
+    return invoke("adapt", trained, "--data", run_data, "--table", table, "--out", out, *extra)
+
+
+def test_netadapt_meets_the_budget_and_resumes_without_redoing(trained, table, run_data, tmp_path):
+    out = tmp_path / "netadapt"
+    args = ("--budget", "0.92x", "--first-step", "0.05", *FAST, "--json")
+    report = json_output(_adapt(trained, table, run_data, out, *args))
+    assert report["strategy"] == "netadapt"
+    assert report["predicted_ms"] <= report["target_ms"] + 1e-9 < report["original_ms"]
+    assert report["params_after"] < report["params_before"]
+    steps = report["trajectory"]
+    assert len(steps) >= 2 and all(a["predicted_ms"] > b["predicted_ms"] for a, b in zip(steps, steps[1:]))
+    assert report["measured_after_ms"] > 0 and report["measured_before_ms"] > 0
+    for name in ("model_adapted.h5", "report.json", "trajectory.png", "state.json"):
+        assert (out / name).is_file(), name
+    again = json_output(_adapt(trained, table, run_data, out, *args))  # finished: nothing is redone
+    assert again["trajectory"] == steps and again["predicted_ms"] == pytest.approx(report["predicted_ms"])
+    other = _adapt(trained, table, run_data, out, "--budget", "0.7x", *FAST)  # refused before any work
+    assert other.exit_code == 1 and "other settings" in _error(other)
+    assert json.loads((out / "report.json").read_text())["budget"] == "0.92x"  # nothing of the first run lost
+
+
+def test_amc_strategy_meets_the_budget(trained, table, run_data, tmp_path):
+    report = json_output(_adapt(trained, table, run_data, tmp_path / "amc", "--budget", "0.8x", "--strategy", "amc",
+                                "--episodes", "4", *FAST, "--json"))
+    assert report["predicted_ms"] <= report["target_ms"] + 1e-9
+    assert len(report["episodes"]) == 4 and all(e["predicted_ms"] <= report["target_ms"] + 1e-9
+                                                for e in report["episodes"])
+
+
+@pytest.mark.parametrize("budget,message", [("1.5x", "is not below"), ("0.01x", "smallest reachable latency"),
+                                            ("fast", "neither a share")])
+def test_budgets_no_pruning_can_meet_are_one_line(trained, table, run_data, tmp_path, budget, message):
+    result = _adapt(trained, table, run_data, tmp_path / "out", "--budget", budget, *FAST)
+    assert result.exit_code == 1 and message in _error(result)
+
+
+def test_table_of_another_thread_count_or_memory_budget_out_of_reach(trained, table, run_data, tmp_path):
+    threads = _adapt(trained, table, run_data, tmp_path / "a", "--budget", "0.8x", "--threads", "2", *FAST)
+    assert threads.exit_code == 1 and "measured at 1 thread(s), not 2" in _error(threads)
+    memory = _adapt(trained, table, run_data, tmp_path / "b", "--budget", "0.8x", "--memory-budget", "0.5", *FAST)
+    assert memory.exit_code == 1 and "smallest reachable predicted peak memory" in _error(memory)
+
+
+def test_settings_are_checked():
+    assert parse_budget("0.5x") == ("x", 0.5) and parse_budget("4ms") == ("ms", 4.0)
+    with pytest.raises(PipelineError, match="unknown strategy"):
+        AdaptSettings(budget="0.5x", strategy="ddpg").check()
+    with pytest.raises(PipelineError, match="first-step"):
+        AdaptSettings(budget="0.5x", first_step=1.5).check()
