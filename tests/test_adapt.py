@@ -97,3 +97,28 @@ def test_settings_are_checked():
         AdaptSettings(budget="0.5x", strategy="ddpg").check()
     with pytest.raises(PipelineError, match="first-step"):
         AdaptSettings(budget="0.5x", first_step=1.5).check()
+
+
+def test_run_adapts_before_compression_and_reports_peak_memory(table, run_data, tmp_path):
+    from tests.helpers import TINY_V1
+
+    out = tmp_path / "run"
+    summary = json_output(invoke("run", *TINY_V1, "--data", run_data, "--epochs", "2", "--prune-sparsity", "0",
+                                 "--no-qat", "--benchmark-runs", "2", "--no-tensorboard", "--latency-budget", "0.9x",
+                                 "--latency-table", table, "--adapt-first-step", "0.1", "--adapt-final-epochs", "0",
+                                 "--out", out, "--json"))
+    assert "adapt" in summary["stages_done"]
+    state = json.loads((out / "state.json").read_text())
+    adapted = state["results"]["adapt"]
+    assert adapted["predicted_ms"] <= adapted["target_ms"] + 1e-9 and adapted["params_after"] < adapted["params_before"]
+    from pipeline.stages.convert import load_keras_model
+
+    deployable = state["results"]["evaluate"]["stages"]["tflite_int8"]
+    assert load_keras_model(out / "adapted.h5").count_params() == adapted["params_after"]
+    assert 1e6 < deployable["peak_memory_bytes"] < 64e6  # measured, a few MB for a tiny net
+    assert "peak memory (MB)" in (out / "report.md").read_text()
+
+
+def test_run_refuses_a_budget_without_a_table(run_data, tmp_path):
+    result = invoke("run", "--data", run_data, "--latency-budget", "0.5x", "--out", tmp_path / "run")
+    assert result.exit_code == 1 and "--latency-budget needs --latency-table" in _error(result)

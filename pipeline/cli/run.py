@@ -18,6 +18,13 @@ from pipeline.targets import TARGETS
 @distill_options
 @setting("teacher_alpha", "Width multiplier of a zoo-net teacher.", type=float)
 @setting("teacher_epochs", "Training epochs of a zoo-net teacher (none: --epochs).", type=int)
+@setting("latency_budget", "Adapt the trained net (NetAdapt/AMC channel pruning) to this int8 latency on the "
+                          "target: a share like 0.5x or a time like 4.0ms.")
+@setting("latency_table", "Latency table of the target (`tflpipe latency build`), needed with --latency-budget.")
+@setting("adapt_strategy", "Adaptation strategy.", type=click.Choice(["netadapt", "amc"]))
+@setting("adapt_first_step", "NetAdapt's first latency drop, as a share of the original latency.", type=float)
+@setting("adapt_final_epochs", "Fine-tuning epochs after the adaptation.", type=int)
+@setting("memory_budget", "Predicted LiteRT peak memory (MB) the adapted net must fit in.", type=float)
 @setting("prune_sparsity", "Target weight sparsity of magnitude pruning; 0 skips pruning.", type=float)
 @setting("prune_epochs", "Fine-tuning epochs while pruning.", type=int)
 @setting("prune_learning_rate", "Learning rate while pruning.", type=float)

@@ -277,7 +277,8 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
     meta = {"target": target, "threads": measurer.threads, "device": described.get("target"),
             "serial": described.get("serial")}
     journal = _Journal(out.with_name(out.name + ".measurements.jsonl"), meta)
-    deadline = time.monotonic() + plan.minutes * 60
+    started = time.monotonic()
+    deadline = started + plan.minutes * 60
     convert = as_float if target == "cpu-float32" else (lambda k: k)
     uint8 = target == "cpu-int8"
     bar = _bar(progress, plan)
@@ -348,6 +349,7 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
     meta = {"target": target, "threads": measurer.threads, "overhead_ms": float(np.median(overheads)),
             "fusions": sorted(list(pair) for pair in fusions), "measured_by": described,
             "built": datetime.now(timezone.utc).isoformat(timespec="seconds"), "kernel_count": len(rows),
+            "build_minutes": round((time.monotonic() - started) / 60, 1), "resumed_measurements": journal.resumed,
             "plan": vars(plan) if hasattr(plan, "__dict__") else {},
             "validation_error": {op: {"within_10pct": float(np.mean(np.array(e) <= ERROR_THRESHOLD)), "n": len(e)}
                                  for op, e in sorted(errors.items())}}

@@ -47,6 +47,12 @@ class RunConfig:
     label_smoothing: float = 0.1
     augment: bool = True
     flip: bool = True  # horizontal flips (turned off for data where mirroring changes the class)
+    latency_budget: str | None = None  # adapt the trained net to this int8 latency (0.5x or 4.0ms); None skips it
+    latency_table: str | None = None  # the target's latency table (`tflpipe latency build`), needed with the budget
+    adapt_strategy: str = "netadapt"  # or "amc"
+    adapt_first_step: float = 0.025  # NetAdapt's first latency drop, as a share of the original latency
+    adapt_final_epochs: int = 2  # fine-tuning epochs after the adaptation
+    memory_budget: float | None = None  # predicted LiteRT peak memory (MB) the adapted net must fit in
     prune_sparsity: float = 0.5  # 0 skips pruning
     prune_epochs: int = 2
     prune_learning_rate: float = 0.01
@@ -85,6 +91,13 @@ class RunConfig:
              "epochs cannot be negative"),
             (min(self.learning_rate, self.prune_learning_rate, self.qat_learning_rate, self.cluster_learning_rate) > 0,
              "learning rates must be positive"),
+            (self.latency_budget is None or self.latency_table is not None,
+             "--latency-budget needs --latency-table (build one with `tflpipe latency build`)"),
+            (self.latency_table is None or Path(self.latency_table).is_file(),
+             f"latency table not found: {self.latency_table}"),
+            (self.adapt_strategy in ("netadapt", "amc"), f"--adapt-strategy must be netadapt or amc, got "
+                                                         f"{self.adapt_strategy}"),
+            (self.adapt_final_epochs >= 0, "--adapt-final-epochs cannot be negative"),
             (self.benchmark_runs >= 1, f"benchmark_runs must be at least 1, got {self.benchmark_runs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (0.0 <= self.prune_sparsity < 1.0, f"--prune-sparsity must be in [0, 1), got {self.prune_sparsity}"),
@@ -122,6 +135,8 @@ class RunConfig:
         if unknown:
             raise PipelineError(f"unknown PTQ mode(s) {', '.join(unknown)}; choose from {', '.join(EXTRA_MODES)}")
         parse_pattern(self.prune_pattern)
+        if self.adapted:
+            self.adapt_settings().check()
         for kind, path in (("--weights", self.weights), ("--teacher", None if self.teacher_is_zoo_net else self.teacher)):
             if path not in (None, "imagenet") and not Path(path).exists():
                 raise PipelineError(f"{kind} file not found: {path}")
@@ -146,6 +161,18 @@ class RunConfig:
                            label_smoothing=self.label_smoothing, augment=self.augment,
                            flip=self.flip and mirror_safe(self.data) if flip is None else flip,
                            warmup_epochs=warmup, seed=self.seed)
+
+    def adapt_settings(self):
+        """The adaptation stage's settings (NetAdapt/AMC), checked with the rest of the configuration."""
+        from pipeline.stages.adapt import AdaptSettings
+
+        return AdaptSettings(budget=self.latency_budget or "", strategy=self.adapt_strategy,
+                             first_step=self.adapt_first_step, final_epochs=self.adapt_final_epochs,
+                             batch_size=self.batch_size, memory_budget_mb=self.memory_budget, seed=self.seed)
+
+    @property
+    def adapted(self) -> bool:
+        return self.latency_budget is not None
 
     @property
     def pruned(self) -> bool:

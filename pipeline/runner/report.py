@@ -50,15 +50,20 @@ def _markdown(config: RunConfig, state: dict, rows: list[dict]) -> str:
         "",
         f"Data: `{config.data}`, {results.get('evaluate', {}).get('validation_images', '?')} validation images. "
         f"Pruning: {config.prune_sparsity:.0%} target sparsity; QAT: {'on' if config.qat else 'off'}; "
-        f"integer I/O: {config.io_dtype}.",
+        f"integer I/O: {config.io_dtype}." + (f" Adapted to {config.latency_budget} ({config.adapt_strategy})."
+                                              if config.latency_budget else ""),
         "",
-        "| stage | accuracy | size (bytes) | gzip (bytes) | weight sparsity | latency 1 thread (ms) | latency 2 threads (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "Peak memory: LiteRT + XNNPACK's measured growth of a fresh process's peak resident memory, 1 thread.",
+        "",
+        "| stage | accuracy | size (bytes) | gzip (bytes) | weight sparsity | latency 1 thread (ms) | latency 2 threads (ms) "
+        "| peak memory (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['title']} | {r['accuracy']:.2%} | {_fmt(r.get('size_bytes'), '{:,}')} | {_fmt(r.get('gzip_bytes'), '{:,}')} | "
-            f"{_fmt(r.get('weight_sparsity'), '{:.1%}')} | {_fmt(r.get('latency_ms_1t'), '{:.2f}')} | {_fmt(r.get('latency_ms_2t'), '{:.2f}')} |"
+            f"{_fmt(r.get('weight_sparsity'), '{:.1%}')} | {_fmt(r.get('latency_ms_1t'), '{:.2f}')} | {_fmt(r.get('latency_ms_2t'), '{:.2f}')} | "
+            f"{_fmt(r.get('peak_memory_bytes') and r['peak_memory_bytes'] / 2**20, '{:.2f}')} |"
         )
     lines += _compression_lines(results)
     targets = target_lines(state)

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 from pipeline.core.errors import PipelineError, StageFailed
 from pipeline.core.fsutil import ensure_writable_dir, save_keras_model, write_bytes, write_json, write_text
 from pipeline.runner.config import RunConfig
-from pipeline.stages.artifacts import ARTIFACT, ARTIFACTS, KERAS_FILES, compressed_float
+from pipeline.stages.artifacts import ARTIFACT, ARTIFACTS, KERAS_FILES, base_float, compressed_float
 from pipeline.targets import TARGETS
 
 log = logging.getLogger("tflpipe")
@@ -111,13 +111,30 @@ def stage_train(ctx: RunContext) -> dict:
     return {**result, "distilled_from": c.teacher}
 
 
+def stage_adapt(ctx: RunContext) -> dict:
+    """NetAdapt/AMC: prune the trained net's channels to the latency (and memory) budget on the target."""
+    from pipeline.core.data import split
+    from pipeline.latency.table import load_table
+    from pipeline.stages.adapt import adapt
+    from pipeline.stages.train import keras_accuracy
+
+    c = ctx.config
+    train, val = ctx.datasets
+    fit_part, holdout = split(train, c.validation_split, c.seed + 1)  # proposals ranked apart from the report's val
+    model, report = adapt(ctx.load_keras("float"), fit_part, holdout, load_table(c.latency_table), c.adapt_settings(),
+                          ctx.out / "adapt", progress=True, log=log.info)
+    ctx.save_keras(model, "adapted")
+    return {**{k: v for k, v in report.items() if k not in ("trajectory", "episodes")},
+            "steps": len(report["trajectory"]) - 1, "keras_accuracy": keras_accuracy(model, val)}
+
+
 def stage_prune(ctx: RunContext) -> dict:
     from pipeline.stages.prune import measured_sparsity, prune
     from pipeline.stages.train import keras_accuracy
 
     c = ctx.config
     train, val = ctx.datasets
-    model = prune(ctx.load_keras("float"), train, val, c.prune_sparsity, c.fit_settings("prune"), c.prune_pattern,
+    model = prune(ctx.load_keras(base_float(c)), train, val, c.prune_sparsity, c.fit_settings("prune"), c.prune_pattern,
                   ctx.distillation, c.prune_allocation, log_dir=ctx.log_dir("prune"))
     ctx.save_keras(model, "pruned")
     return {"keras_accuracy": keras_accuracy(model, val), "pattern": c.prune_pattern, "allocation": c.prune_allocation,
@@ -131,7 +148,7 @@ def stage_cluster(ctx: RunContext) -> dict:
 
     c = ctx.config
     train, val = ctx.datasets
-    model = cluster(ctx.load_keras("pruned" if c.pruned else "float"), train, val, c.cluster, c.fit_settings("cluster"),
+    model = cluster(ctx.load_keras("pruned" if c.pruned else base_float(c)), train, val, c.cluster, c.fit_settings("cluster"),
                     c.cluster_init, preserve_sparsity=c.pruned, distill=ctx.distillation,
                     min_weights=c.cluster_min_weights, log_dir=ctx.log_dir("cluster"))
     ctx.save_keras(model, "clustered")
@@ -216,6 +233,8 @@ def stage_metadata(ctx: RunContext) -> dict:
 def stage_evaluate(ctx: RunContext) -> dict:
     from pipeline.core.describe import weight_sparsity
     from pipeline.core.litert import benchmark, evaluate
+    from pipeline.core.tflite_file import read_model
+    from pipeline.latency.memory import measure_peak, predict_runtime
     from pipeline.stages.train import keras_accuracy
 
     c = ctx.config
@@ -237,6 +256,8 @@ def stage_evaluate(ctx: RunContext) -> dict:
             entry["max_unique_per_channel"] = max(u["max_unique_per_channel"] for u in clustered)
         for threads in (1, 2):
             entry[f"latency_ms_{threads}t"] = benchmark(path, threads, runs=c.benchmark_runs)["latency_ms_median"]
+        entry["peak_memory_bytes"] = measure_peak(path, 1)["peak_growth_bytes"]
+        entry["predicted_peak_memory_bytes"] = predict_runtime(read_model(path), 1).growth_bytes
         rows[artifact.row] = entry
     return {"stages": rows, "validation_images": len(val)}
 
@@ -269,6 +290,9 @@ STAGES: tuple[Stage, ...] = (
           (*_FIT, "teacher", "teacher_alpha", "teacher_epochs", "epochs", "learning_rate", "weight_decay")),
     Stage("train", stage_train, lambda c: True,
           (*_FIT, *_KD, "model", "alpha", "model_args", "weights", "epochs", "learning_rate", "weight_decay")),
+    Stage("adapt", stage_adapt, lambda c: c.adapted,
+          (*_FIT, "latency_budget", "latency_table", "adapt_strategy", "adapt_first_step", "adapt_final_epochs",
+           "memory_budget")),
     Stage("prune", stage_prune, lambda c: c.pruned,
           (*_FIT, *_KD, "prune_sparsity", "prune_epochs", "prune_learning_rate", "prune_pattern", "prune_allocation")),
     Stage("cluster", stage_cluster, lambda c: c.cluster > 0,

@@ -22,9 +22,14 @@ def _always(config: Config) -> bool:
     return True
 
 
+def base_float(config: Config) -> str:
+    """The dense float Keras model the compression stages start from: adapted to the latency budget, or trained."""
+    return "adapted" if config.adapted else "float"
+
+
 def compressed_float(config: Config) -> str:
-    """The last float Keras model: clustered, else pruned, else the trained one."""
-    return "clustered" if config.cluster else "pruned" if config.pruned else "float"
+    """The last float Keras model: clustered, else pruned, else the (adapted) trained one."""
+    return "clustered" if config.cluster else "pruned" if config.pruned else base_float(config)
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,12 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("labels", "labels.txt", "train", "file"),
     _keras("teacher", "teacher", "Keras teacher"),
     _keras("float", "train", "Keras float"),
+    Artifact("adapted", "adapted.h5", "adapt", "keras", "Keras adapted", lambda c: c.adapted),
     _keras("pruned", "prune", "Keras pruned"),
     _keras("clustered", "cluster", "Keras clustered"),
     _keras("qat", "qat", "Keras QAT"),
-    _tflite("float32", CONVERSION_MODES["float32"].title, "float32", "float"),
-    _tflite("ptq_int8", "TFLite PTQ int8 (dense)", "ptq_int8", "float"),
+    _tflite("float32", CONVERSION_MODES["float32"].title, "float32", base_float),
+    _tflite("ptq_int8", "TFLite PTQ int8 (dense)", "ptq_int8", base_float),
     _tflite("pruned_ptq_int8", "TFLite PTQ int8 (pruned)", "ptq_int8", "pruned", lambda c: c.pruned),
     _tflite("sparse_float32", CONVERSION_MODES["sparse_float32"].title, "sparse_float32", "pruned",
             lambda c: c.pruned and c.prune_pattern == "xnnpack"),
