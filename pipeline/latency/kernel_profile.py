@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.tflite_file import read_file
+from pipeline.core.tflite_file import parse_model, read_file
 from pipeline.latency.kernels import Kernel, submodel, synthesize, unpack
 from pipeline.latency.measure import LocalMeasurer, Measurer
 from pipeline.latency.predict import KernelRow, model_kernels
@@ -39,7 +39,8 @@ def profile(path: str | Path, threads: int = 1, measurer: Measurer | None = None
     """Per-kernel milliseconds of ``path`` on ``measurer`` (this machine's LiteRT by default)."""
     from tqdm import tqdm
 
-    data = read_file(path)  # verified before anything parses it further
+    data = read_file(path)
+    parse_model(data, path)  # verified before anything parses it further
     model = unpack(data)
     measurer = measurer or LocalMeasurer(threads=threads)
     if not model.subgraphs or not model.subgraphs[0].operators:

@@ -212,11 +212,13 @@ def load_table(path: str | Path) -> LatencyTable:
         raise PipelineError(f"{path} is not a tflpipe latency table (format {FORMAT!r} expected)")
     try:
         rows = [(Kernel.from_json(k), float(ms)) for k, ms in raw.pop("kernels")]
+        for kernel, _ in rows:
+            features(kernel)  # every field the predictor reads is there and numeric
         meta = {key: raw[key] for key in ("target", "threads", "overhead_ms")} | raw
         if meta["target"] not in TARGETS and not str(meta["target"]).startswith("android"):
             raise ValueError(meta["target"])
         int(meta["threads"]), float(meta["overhead_ms"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise PipelineError(f"{path}: malformed latency table ({type(exc).__name__}: {exc})") from None
     if not rows:
         raise PipelineError(f"{path}: the latency table has no measurements")
@@ -239,17 +241,24 @@ class _Journal:
         self.done: dict[str, float] = {}
         if path.exists():
             lines = path.read_text(encoding="utf-8").splitlines()
-            header = json.loads(lines[0]) if lines else {}
+            try:
+                header = json.loads(lines[0]) if lines else {}
+            except ValueError:
+                header = None
+            if not isinstance(header, dict):
+                raise PipelineError(f"{path} is not a latency build journal; remove it to start the build afresh")
             if {k: header.get(k) for k in _JOURNAL_KEYS} != {k: meta[k] for k in _JOURNAL_KEYS}:
                 raise PipelineError(f"{path} holds measurements of {header.get('target')} kernels on "
                                     f"{header.get('device')} {header.get('serial') or ''} at {header.get('threads')} "
                                     "thread(s); remove it or build that table")
-            for line in lines[1:]:
+            for number, line in enumerate(lines[1:], start=1):
                 try:
                     key, ms = json.loads(line)
                     self.done[key] = float(ms)
                 except (ValueError, TypeError):
-                    break  # a line cut short by an interruption: everything after it is redone
+                    # a line cut short by an interruption: drop it and what follows, so appends start clean
+                    path.write_text("".join(f"{kept}\n" for kept in lines[:number]), encoding="utf-8")
+                    break
         else:
             path.write_text(json.dumps({k: meta[k] for k in _JOURNAL_KEYS}) + "\n", encoding="utf-8")
         self.resumed = len(self.done)
@@ -271,8 +280,11 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
     unknown = [op for op in ops if op not in space.SAMPLERS]
     if unknown:
         raise PipelineError(f"no sampler for {', '.join(unknown)}; known ops: {', '.join(space.SAMPLERS)}")
+    asked = ops
     if target == "cpu-float32":
         ops = [op for op in ops if op != "QUANTIZE"]
+    if not ops:
+        raise PipelineError(f"nothing to measure: {target} has no kernels of {', '.join(asked)}; choose other --ops")
     described = measurer.describe()
     meta = {"target": target, "threads": measurer.threads, "device": described.get("target"),
             "serial": described.get("serial")}

@@ -26,7 +26,9 @@ def model_flatbuffer(source: str | Path, input_size: int | None = None, classes:
 
     path = Path(source)
     if path.suffix == ".tflite":
-        return read_file(path), path.name
+        data = read_file(path)
+        parse_model(data, path)  # verified: unpack() trusts its offsets
+        return data, path.name
     if path.suffix in KERAS_SUFFIXES or path.is_dir():
         from pipeline.stages.convert import load_keras_model
 
