@@ -218,8 +218,8 @@ SAMPLERS: dict[str, Callable[[np.random.Generator], Kernel]] = {
 }
 # Relative sampling effort: the ops that dominate a mobile net's time get the most configurations.
 WEIGHTS = {"CONV_2D": 8, "DEPTHWISE_CONV_2D": 5, "FULLY_CONNECTED": 1.5, "ADD": 2, "MUL": 2, "HARD_SWISH": 1.5,
-           "MEAN": 1.5, "CONCATENATION": 1.5, "SPLIT": 1, "RESHAPE": 0.5, "LOGISTIC": 1, "RELU": 0.5, "RELU6": 0.5,
-           "AVERAGE_POOL_2D": 0.7, "MAX_POOL_2D": 0.7, "PAD": 0.7, "SOFTMAX": 0.4, "QUANTIZE": 0.5}
+           "MEAN": 1.5, "CONCATENATION": 2, "SPLIT": 1.5, "RESHAPE": 0.5, "LOGISTIC": 1, "RELU": 1, "RELU6": 1,
+           "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1, "PAD": 1, "SOFTMAX": 0.4, "QUANTIZE": 0.5}
 
 
 def kernel_size(kernel: Kernel) -> tuple[float, int]:
