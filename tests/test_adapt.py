@@ -122,3 +122,15 @@ def test_run_adapts_before_compression_and_reports_peak_memory(table, run_data, 
 def test_run_refuses_a_budget_without_a_table(run_data, tmp_path):
     result = invoke("run", "--data", run_data, "--latency-budget", "0.5x", "--out", tmp_path / "run")
     assert result.exit_code == 1 and "--latency-budget needs --latency-table" in _error(result)
+
+
+@pytest.mark.slow
+def test_netadapt_scores_proposals_in_worker_processes(trained, table, run_data, tmp_path):
+    serial = json_output(_adapt(trained, table, run_data, tmp_path / "one", "--budget", "0.92x", "--first-step",
+                                "0.05", *FAST, "--json"))
+    parallel = json_output(_adapt(trained, table, run_data, tmp_path / "two", "--budget", "0.92x", "--first-step",
+                                  "0.05", *FAST, "--workers", "2", "--json"))
+    assert parallel["predicted_ms"] <= parallel["target_ms"] + 1e-9
+    # Same proposals and budget: the same number of steps, each group cut to what the latency model asked.
+    assert [s.get("kept") for s in parallel["trajectory"]][:1] == [s.get("kept") for s in serial["trajectory"]][:1]
+    assert not (tmp_path / "two" / "proposals").exists()  # the pool's scratch files are removed

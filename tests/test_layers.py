@@ -19,6 +19,7 @@ LAYERS = [
     ("latency model", ["pipeline.latency"]),
     ("stages", ["pipeline.stages"]),
     ("targets", ["pipeline.targets"]),
+    ("search", ["pipeline.search"]),
     ("runner", ["pipeline.runner"]),
     ("api and cli", ["pipeline.api", "pipeline.cli", "pipeline.__main__", "pipeline"]),
 ]

@@ -38,6 +38,8 @@ def _default(name: str):
               help="NetAdapt: fine-tune steps per proposal.")
 @click.option("--finalists", type=int, default=_default("finalists"), show_default=True,
               help="NetAdapt: proposals fine-tuned per iteration, best by held-out accuracy first (0: all).")
+@click.option("--workers", type=click.IntRange(1, 64), default=_default("workers"), show_default=True,
+              help="NetAdapt: processes scoring proposals in parallel.")
 @click.option("--episodes", type=int, default=_default("episodes"), show_default=True, help="AMC: agent evaluations.")
 @click.option("--final-epochs", type=int, default=_default("final_epochs"), show_default=True,
               help="Epochs of the final fine-tune.")

@@ -262,8 +262,13 @@ _INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "A
 
 def synthesize(kernel: Kernel, seed: int = 0) -> bytes:
     """A flatbuffer running ``kernel`` (and the ops fused into it, in order) with random weights."""
+    return synthesize_bundle([kernel], seed)
+
+
+def synthesize_bundle(kernels: list[Kernel], seed: int = 0) -> bytes:
+    """One flatbuffer running several kernels side by side, each on its own inputs: their weights compete
+    for the caches as a real net's layers do (what a kernel timed alone never sees)."""
     rng = np.random.default_rng(seed)
-    chain = (kernel, *kernel.fused)
     model = schema.ModelT()
     model.version = 3
     model.description = b"tflpipe latency kernel"
@@ -272,7 +277,6 @@ def synthesize(kernel: Kernel, seed: int = 0) -> bytes:
     graph.tensors, graph.operators, graph.inputs, graph.outputs = [], [], [], []
     model.operatorCodes = []
     codes: dict[str, int] = {}
-    previous_output: int | None = None
 
     def add_tensor(spec: TensorSpec, quant) -> int:
         tensor = schema.TensorT()
@@ -288,27 +292,29 @@ def synthesize(kernel: Kernel, seed: int = 0) -> bytes:
         graph.tensors.append(tensor)
         return len(graph.tensors) - 1
 
-    for step, part in enumerate(chain):
-        op = schema.OperatorT()
-        op.inputs, op.outputs = [], []
-        for position, spec in enumerate(part.inputs):
-            if step and previous_output is not None and not spec.constant and position == 0:
-                op.inputs.append(previous_output)
-                continue
-            index = add_tensor(spec, _quantization(spec, part.op, "in", position, part, rng))
-            op.inputs.append(index)
-            if not spec.constant:
-                graph.inputs.append(index)
-        for spec in part.outputs:
-            op.outputs.append(add_tensor(spec, _quantization(spec, part.op, "out", 0, part, rng)))
-        previous_output = op.outputs[0]
-        int8 = any(t.dtype in ("int8", "uint8") for t in part.inputs + part.outputs)
-        if part.op not in codes:
-            codes[part.op] = len(model.operatorCodes)
-            model.operatorCodes.append(_opcode(part.op, _INT8_VERSIONS.get(part.op, 1) if int8 else 1))
-        op.opcodeIndex = codes[part.op]
-        op.builtinOptionsType, op.builtinOptions = _options_object(part)
-        graph.operators.append(op)
+    for kernel in kernels:
+        previous_output: int | None = None
+        for step, part in enumerate((kernel, *kernel.fused)):
+            op = schema.OperatorT()
+            op.inputs, op.outputs = [], []
+            for position, spec in enumerate(part.inputs):
+                if step and previous_output is not None and not spec.constant and position == 0:
+                    op.inputs.append(previous_output)
+                    continue
+                index = add_tensor(spec, _quantization(spec, part.op, "in", position, part, rng))
+                op.inputs.append(index)
+                if not spec.constant:
+                    graph.inputs.append(index)
+            for spec in part.outputs:
+                op.outputs.append(add_tensor(spec, _quantization(spec, part.op, "out", 0, part, rng)))
+            previous_output = op.outputs[0]
+            int8 = any(t.dtype in ("int8", "uint8") for t in part.inputs + part.outputs)
+            if part.op not in codes:
+                codes[part.op] = len(model.operatorCodes)
+                model.operatorCodes.append(_opcode(part.op, _INT8_VERSIONS.get(part.op, 1) if int8 else 1))
+            op.opcodeIndex = codes[part.op]
+            op.builtinOptionsType, op.builtinOptions = _options_object(part)
+            graph.operators.append(op)
     consumed = {t for op in graph.operators for t in op.inputs}
     graph.outputs = [t for op in graph.operators for t in op.outputs if t not in consumed]
     model.subgraphs = [graph]

@@ -120,13 +120,13 @@ def quantize(shape: tuple[int, ...], to_uint8: bool) -> Kernel:
 def _sample_conv(rng: np.random.Generator) -> Kernel:
     k = int(rng.choice([1, 3, 5, 7], p=[0.55, 0.35, 0.05, 0.05]))
     stem = rng.random() < 0.08
-    cin = 3 if stem else _channels(rng, 4, 1280)
-    return conv(*(2 * [_size(rng, 1, 224 if stem or k > 1 else 112)]), cin, _channels(rng, 4, 1280), k,
+    cin = 3 if stem else _channels(rng, 4, 2048)  # up to ResNet-50's widest layers
+    return conv(*(2 * [_size(rng, 1, 224 if stem or k > 1 else 112)]), cin, _channels(rng, 4, 2048), k,
                 int(rng.choice([1, 2], p=[0.75, 0.25])), _act(rng))
 
 
 def _sample_depthwise(rng: np.random.Generator) -> Kernel:
-    return depthwise(*(2 * [_size(rng, 2, 112)]), _channels(rng, 8, 1536), int(rng.choice([3, 5, 7], p=[.6, .3, .1])),
+    return depthwise(*(2 * [_size(rng, 2, 112)]), _channels(rng, 8, 2048), int(rng.choice([3, 5, 7], p=[.6, .3, .1])),
                      int(rng.choice([1, 2], p=[0.7, 0.3])), _act(rng))
 
 

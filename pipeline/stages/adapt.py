@@ -58,6 +58,7 @@ class AdaptSettings:
     divisor: int = 4  # channel counts move in steps of this many
     episodes: int = 60  # AMC: agent evaluations
     memory_budget_mb: float | None = None  # predicted LiteRT peak memory the result must fit in
+    workers: int = 1  # NetAdapt: processes scoring proposals in parallel (each TensorFlow on one thread)
     seed: int = 0
 
     def check(self) -> None:
@@ -68,6 +69,8 @@ class AdaptSettings:
             raise PipelineError("--first-step must be in (0, 1) and --decay in (0, 1]")
         if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
             raise PipelineError("--memory-budget must be a positive number of MB")
+        if self.workers < 1:
+            raise PipelineError("--workers must be at least 1")
         if self.divisor < 1 or min(self.short_steps, self.final_epochs, self.finalists) < 0 or self.episodes < 1:
             raise PipelineError("--divisor and --episodes must be at least 1, step and epoch counts not negative")
 
@@ -214,6 +217,100 @@ def adapt(model: keras.Model, train: ImageSet, holdout: ImageSet, table: Latency
     return current, report
 
 
+def _score(model: keras.Model, group: int, keep: int, phase: str, train: ImageSet, holdout: ImageSet,
+           settings: AdaptSettings, seed: int) -> tuple[float, keras.Model]:
+    """Held-out accuracy of ``model`` with group ``group`` cut to ``keep`` channels: after re-estimating the
+    BatchNorm statistics (``rank``) or after the short fine-tune (``tune``)."""
+    candidate = prune_channels(model, {group: keep}, settings.criterion)
+    if phase == "rank":  # ten batches re-estimate the statistics: only those images go to TensorFlow
+        rng = np.random.default_rng(seed)
+        few = rng.choice(len(train), size=min(len(train), 10 * settings.batch_size), replace=False)
+        recalibrate_batchnorm(candidate, train.subset(np.sort(few)), _fit_settings(settings, 0, settings.seed),
+                              batches=10)
+    else:
+        _fine_tune(candidate, train, settings, settings.short_steps, seed)
+    return keras_accuracy(candidate, holdout), candidate
+
+
+class _Evaluator:
+    """Scores NetAdapt's proposals, in this process or (``workers`` > 1) in a pool of processes that each
+    run TensorFlow on one thread and read the images from memory-mapped files; candidates come back as
+    files, so only the chosen one is loaded."""
+
+    def __init__(self, train: ImageSet, holdout: ImageSet, settings: AdaptSettings, folder: Path) -> None:
+        self.train, self.holdout, self.settings, self.folder = train, holdout, settings, folder
+        self.pool = None
+        self.kept: dict[tuple[int, int], keras.Model] = {}
+        if settings.workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, data in (("train", train), ("holdout", holdout)):
+                np.save(folder / f"{name}_images.npy", data.images)
+                np.save(folder / f"{name}_labels.npy", data.labels)
+            self.pool = ProcessPoolExecutor(settings.workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_worker_init,
+                                            initargs=(str(folder), train.class_names, asdict(settings)))
+
+    def score(self, model: keras.Model, jobs: list[tuple[int, int, str]], iteration: int) -> list[float]:
+        seed = self.settings.seed + iteration
+        if self.pool is None:
+            results = []
+            for group, keep, phase in jobs:
+                accuracy, candidate = _score(model, group, keep, phase, self.train, self.holdout, self.settings, seed)
+                if phase == "tune":
+                    self.kept[group, keep] = candidate
+                results.append(accuracy)
+            return results
+        source = self.folder / f"model_{iteration}.h5"
+        save_keras_model(model, source)
+        futures = [self.pool.submit(_worker_score, str(source), group, keep, phase, seed,
+                                    str(self.folder / f"candidate_{group}_{keep}.h5")) for group, keep, phase in jobs]
+        return [f.result() for f in futures]
+
+    def candidate(self, model: keras.Model, group: int, keep: int, iteration: int) -> keras.Model:
+        """The fine-tuned proposal that won."""
+        if self.pool is None:
+            chosen, self.kept = self.kept[group, keep], {}
+            return chosen
+        from pipeline.stages.convert import load_keras_model
+
+        return load_keras_model(self.folder / f"candidate_{group}_{keep}.h5")
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            import shutil
+
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(folder: str, class_names: list[str], settings: dict) -> None:
+    from pipeline.core.tf_env import tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    root = Path(folder)
+    for name in ("train", "holdout"):
+        _WORKER[name] = ImageSet(np.load(root / f"{name}_images.npy", mmap_mode="r"),
+                                 np.load(root / f"{name}_labels.npy"), class_names)
+    _WORKER["settings"] = AdaptSettings(**settings)
+
+
+def _worker_score(source: str, group: int, keep: int, phase: str, seed: int, out: str) -> float:
+    from pipeline.stages.convert import load_keras_model
+
+    accuracy, candidate = _score(load_keras_model(source), group, keep, phase, _WORKER["train"], _WORKER["holdout"],
+                                 _WORKER["settings"], seed)
+    if phase == "tune":
+        save_keras_model(candidate, out)
+    return accuracy
+
+
 def _netadapt(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _Problem, settings: AdaptSettings,
               state: _State, progress: bool, log: Callable[[str], None]) -> keras.Model:
     from tqdm import tqdm
@@ -223,6 +320,7 @@ def _netadapt(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _
     bar = tqdm(total=100, initial=_progress(problem, current_ms), unit="%", desc="netadapt (latency to budget)",
                disable=not progress, leave=False)
     threads = problem.latency.table.threads
+    evaluator = _Evaluator(train, holdout, settings, state.out / "proposals")
     while current_ms > problem.target_ms + 1e-9 or not _memory_ok(model, settings, threads):
         iteration = len(state.data["trajectory"])
         drop = problem.original_ms * settings.first_step * settings.decay ** (iteration - 1)
@@ -237,20 +335,15 @@ def _netadapt(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _
         if not proposals:
             raise PipelineError(f"no channel group can be pruned further below {current_ms:.3f} ms "
                                 f"(budget {problem.target_ms:.3f} ms); the latency model sees no gain left")
-        candidates = []
-        for group, keep, ms in proposals:
-            candidate = prune_channels(model, {group: keep}, settings.criterion)
-            if settings.finalists:  # ranked before fine-tuning: statistics re-estimated on a few batches
-                recalibrate_batchnorm(candidate, train, _fit_settings(settings, 0, settings.seed), batches=10)
-            candidates.append((keras_accuracy(candidate, holdout) if settings.finalists else 0.0, -ms, group, keep,
-                               ms, candidate))
-        if settings.finalists:  # only the best-ranked proposals earn the short fine-tune
-            candidates = sorted(candidates, key=lambda c: c[:2], reverse=True)[: settings.finalists]
-        scored = []
-        for _, _, group, keep, ms, candidate in candidates:
-            _fine_tune(candidate, train, settings, settings.short_steps, settings.seed + iteration)
-            scored.append((keras_accuracy(candidate, holdout), -ms, group, keep, ms, candidate))
-        accuracy, _, group, keep, ms, model = max(scored, key=lambda s: s[:2])
+        ranked = [(0.0, -ms, group, keep, ms) for group, keep, ms in proposals]
+        if settings.finalists:  # ranked before fine-tuning; only the best earn the short fine-tune
+            scores = evaluator.score(model, [(g, k, "rank") for _, _, g, k, _ in ranked], iteration)
+            ranked = sorted(((a, *r[1:]) for a, r in zip(scores, ranked)), key=lambda c: c[:2], reverse=True)
+            ranked = ranked[: settings.finalists]
+        scores = evaluator.score(model, [(g, k, "tune") for _, _, g, k, _ in ranked], iteration)
+        scored = [(a, *r[1:]) for a, r in zip(scores, ranked)]
+        accuracy, _, group, keep, ms = max(scored, key=lambda s: s[:2])
+        model = evaluator.candidate(model, group, keep, iteration)
         sizes = {**sizes, group: keep}
         current_ms = ms
         state.data["trajectory"].append({"iteration": iteration, "predicted_ms": ms, "holdout_accuracy": accuracy,
@@ -262,6 +355,7 @@ def _netadapt(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _
         log(f"iteration {iteration}: group {group} -> {keep} channels, {ms:.3f} ms predicted, "
             f"held-out accuracy {accuracy:.2%} (best of {len(proposals)})")
     bar.close()
+    evaluator.close()
     return model
 
 
