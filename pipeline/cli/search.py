@@ -1,0 +1,87 @@
+"""``tflpipe search``: architecture search for a target under a latency budget (issue 16, first strategies)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pipeline.cli.common import emit, json_option
+
+
+def _default(name: str):
+    from dataclasses import fields
+
+    from pipeline.search.study import SearchSettings
+
+    return next(f.default for f in fields(SearchSettings) if f.name == name)
+
+
+@click.command()
+@click.option("--data", required=True, help="Image folder (<class>/*.jpg) or builtin:digits.")
+@click.option("--latency-budget", type=float, required=True, help="Target int8 latency T, ms (MnasNet's reward).")
+@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Latency table of the target (`tflpipe latency build`); its thread count is the search's.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Study folder (trials.jsonl, pareto.json/.csv/.png, cards/); a killed search resumes there.")
+@click.option("--target", type=click.Choice(["cpu-int8", "edgetpu", "nnapi"]), default="cpu-int8", show_default=True,
+              help="Every candidate must convert to full int8 and, for edgetpu/nnapi, map completely.")
+@click.option("--strategy", type=click.Choice(["random", "evolution", "reinforce"]), default=_default("strategy"),
+              show_default=True, help="Random baseline, regularized evolution, or a REINFORCE controller.")
+@click.option("--budget", "evaluations", type=click.IntRange(1), default=_default("evaluations"), show_default=True,
+              help="Candidates trained (undeployable ones cost no training and do not count).")
+@click.option("--minutes", type=float, help="Stop after this many minutes, whatever the budget.")
+@click.option("--epochs", type=click.IntRange(1), default=_default("epochs"), show_default=True,
+              help="Proxy training epochs per candidate.")
+@click.option("--train-images", type=click.IntRange(1), default=_default("train_images"), show_default=True,
+              help="Training images per candidate (a subset of the training split).")
+@click.option("--hard-budget", is_flag=True, help="Nets over the budget are infeasible (not trained, reward 0).")
+@click.option("--space", "space_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Search space JSON (resolutions, kernels, expansions, depths, widths, se, acts); default: "
+                   "the issue's space at 32-64 px.")
+@click.option("--nnapi-api-level", type=click.IntRange(27, 34), default=30, show_default=True,
+              help="Android API level the nnapi target checks against.")
+@click.option("--validation-split", type=float, default=0.1, show_default=True, help="Held-out share of --data.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@json_option
+def search(data, latency_budget, table, out, target, strategy, evaluations, minutes, epochs, train_images, hard_budget,
+           space_file, nnapi_api_level, validation_split, seed, as_json) -> None:
+    """Search the inverted-residual space for the most accurate deployable net under a latency budget."""
+    from pipeline.core.data import load_dataset, split
+    from pipeline.core.errors import PipelineError
+    from pipeline.core.fsutil import ensure_writable_dir
+    from pipeline.latency.table import load_table
+    from pipeline.search.space import SearchSpace
+    from pipeline.search.study import SearchSettings
+    from pipeline.search.study import search as run_search
+
+    ensure_writable_dir(out)
+    space = SearchSpace()
+    if space_file is not None:
+        try:
+            space = SearchSpace.from_json(json.loads(space_file.read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise PipelineError(f"{space_file} is not a JSON search space") from None
+    settings = SearchSettings(latency_budget, strategy, target, evaluations, minutes, epochs, train_images,
+                              hard_budget=hard_budget, nnapi_api_level=nnapi_api_level, seed=seed).check()
+    loaded = load_table(table)
+    if len(set(space.resolutions)) > 1:
+        raise PipelineError("searching the resolution needs the images at every size; give a --space with one "
+                            "resolution per study for now")
+    train, val = split(load_dataset(data, space.resolutions[0], progress=not as_json), validation_split, seed)
+    summary = run_search(train, val, space, loaded, settings, out, progress=not as_json,
+                         log=lambda line: click.echo(f"tflpipe: {line}", err=True))
+
+    def human(d: dict) -> str:
+        lines = [f"{d['trained']} nets trained, {d['undeployable']} refused as undeployable on {d['target']} "
+                 f"({d['strategy']}); Pareto front ({len(d['pareto'])}):"]
+        for t in d["pareto"]:
+            measured = f", measured {t['measured_ms']:.3f} ms" if "measured_ms" in t else ""
+            lines.append(f"  {t['accuracy']:.2%} at {t['predicted_ms']:.3f} ms predicted{measured}, "
+                         f"{t['size_bytes'] / 1024:.0f} KB: {t['describe']}")
+        return "\n".join(lines)
+
+    emit(summary, as_json, human)
+
+
+COMMANDS = [search]

@@ -1,0 +1,249 @@
+"""``tflpipe search``: a study of candidate nets for a target, resumable, with its Pareto front.
+
+Each trial: the strategy proposes an architecture; it is checked for deployability (full int8 + the
+target's static checker) and its int8 latency predicted from the target's latency table, both before any
+training; only deployable nets (and, with a hard budget, only those under it) are trained, briefly, on
+the user's data and scored by MnasNet's reward. Trials are appended to ``trials.jsonl`` as they finish,
+so a killed search resumes without losing one; a resumed study with another space or settings is refused.
+The Pareto front (accuracy up, predicted latency and size down) is measured in LiteRT and written as JSON,
+CSV and a plot, with a card per trial.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.core.data import ImageSet
+from pipeline.core.errors import PipelineError
+from pipeline.core.fsutil import atomic_path, write_json, write_text
+from pipeline.latency.predict import predict_flatbuffer
+from pipeline.latency.table import LatencyTable
+from pipeline.search.deployable import DeployabilityCheck
+from pipeline.search.space import Arch, SearchSpace, build
+from pipeline.search.strategies import make_strategy, mnasnet_reward
+
+MAX_UNDEPLOYABLE_IN_A_ROW = 200
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    latency_budget_ms: float
+    strategy: str = "evolution"
+    target: str = "cpu-int8"
+    evaluations: int = 30  # trained candidates (undeployable ones are not counted: they cost no training)
+    minutes: float | None = None
+    epochs: int = 1  # proxy training of each candidate
+    train_images: int = 5000  # of the training split, per candidate
+    learning_rate: float = 0.05
+    batch_size: int = 64
+    reward_exponent: float = -0.07  # MnasNet's w (soft constraint)
+    hard_budget: bool = False  # infeasible (reward 0, not trained) above the budget
+    nnapi_api_level: int = 30
+    seed: int = 0
+
+    def check(self) -> "SearchSettings":
+        if self.latency_budget_ms <= 0:
+            raise PipelineError("--latency-budget must be a positive number of milliseconds")
+        if self.evaluations < 1 or self.epochs < 1 or self.train_images < 1 or self.batch_size < 1:
+            raise PipelineError("--budget, --epochs, --train-images and --batch-size must be at least 1")
+        if self.minutes is not None and self.minutes <= 0:
+            raise PipelineError("a time budget must be positive")
+        return self
+
+
+def pareto_front(trials: list[dict]) -> list[dict]:
+    """Trials no other trial beats on accuracy, latency and size at once."""
+    feasible = [t for t in trials if t.get("accuracy") is not None]
+
+    def dominates(a: dict, b: dict) -> bool:
+        at_least = (a["accuracy"] >= b["accuracy"] and a["predicted_ms"] <= b["predicted_ms"]
+                    and a["size_bytes"] <= b["size_bytes"])
+        better = (a["accuracy"] > b["accuracy"] or a["predicted_ms"] < b["predicted_ms"]
+                  or a["size_bytes"] < b["size_bytes"])
+        return at_least and better
+
+    return sorted((t for t in feasible if not any(dominates(o, t) for o in feasible)), key=lambda t: t["predicted_ms"])
+
+
+class Study:
+    """``study.json`` (space and settings) and ``trials.jsonl`` (one line per finished trial)."""
+
+    def __init__(self, out: Path, space: SearchSpace, settings: SearchSettings, table: LatencyTable) -> None:
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        # The budget may grow on resume (search more); everything else must match the finished trials.
+        fixed = {k: v for k, v in asdict(settings).items() if k not in ("evaluations", "minutes")}
+        header = {"space": space.to_json(), "settings": fixed,
+                  "table": {"target": table.target, "threads": table.threads, "device": table.device}}
+        path = out / "study.json"
+        if path.exists():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved != header:
+                raise PipelineError(f"{out} holds a study with another search space, settings or latency table; "
+                                    "resume it with the same ones or use another --out")
+        else:
+            write_json(path, header)
+        self.trials_path = out / "trials.jsonl"
+        self.trials: list[dict] = []
+        if self.trials_path.exists():
+            for line in self.trials_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    self.trials.append(json.loads(line))
+                except ValueError:
+                    break  # cut short by a kill: that trial is redone
+            write_text(self.trials_path, "".join(json.dumps(t) + "\n" for t in self.trials))
+
+    def record(self, trial: dict) -> None:
+        self.trials.append(trial)
+        with self.trials_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(trial) + "\n")
+
+
+def _train_and_score(arch: Arch, train: ImageSet, val: ImageSet, settings: SearchSettings, seed: int) -> float:
+    from pipeline.core.tf_env import keras
+    from pipeline.stages.train import FitSettings, fit, keras_accuracy
+
+    keras.backend.clear_session()
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(train), size=min(len(train), settings.train_images), replace=False))
+    model = build(arch, len(train.class_names))
+    fit(model, train.subset(chosen), None, FitSettings(epochs=settings.epochs, learning_rate=settings.learning_rate,
+                                                        batch_size=settings.batch_size, seed=seed,
+                                                        warmup_epochs=min(1.0, settings.epochs / 5)))
+    return keras_accuracy(model, val)
+
+
+def search(train: ImageSet, val: ImageSet, space: SearchSpace, table: LatencyTable, settings: SearchSettings,
+           out: str | Path, progress: bool = True, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Run (or resume) a study; returns its summary with the Pareto front."""
+    from tqdm import tqdm
+
+    settings.check()
+    space.check()
+    if table.device != "cpu" and settings.target == "cpu-int8":
+        log(f"latencies are predicted for {table.device}, the device the table was measured on")
+    study = Study(Path(out), space, settings, table)
+    strategy = make_strategy(settings.strategy, space)
+    checker = DeployabilityCheck(settings.target, len(train.class_names), settings.nnapi_api_level)
+    for trial in study.trials:  # rebuild the strategy's state from the finished trials
+        if trial.get("reward") is not None:
+            strategy.tell(Arch.from_json(trial["arch"]), trial["reward"])
+    trained = sum(1 for t in study.trials if t.get("accuracy") is not None)
+    started = time.monotonic()
+    bar = tqdm(total=settings.evaluations, initial=trained, unit="net", desc=f"search ({settings.strategy})",
+               disable=not progress, leave=False)
+    refused_in_a_row, refused = 0, {t["describe"] for t in study.trials if t.get("deployable") is False}
+    while trained < settings.evaluations:
+        if settings.minutes is not None and time.monotonic() - started > settings.minutes * 60:
+            log("time budget spent")
+            break
+        number = len(study.trials)
+        arch = strategy.ask(np.random.default_rng([settings.seed, number]))
+        trial = {"number": number, "arch": arch.to_json(), "describe": arch.describe()}
+        verdict = checker.verdict(arch)
+        if not verdict.deployable:
+            refused_in_a_row += 1
+            if arch.describe() not in refused:
+                refused.add(arch.describe())
+                study.record({**trial, "deployable": False, "reasons": verdict.reasons[:3], "reward": 0.0})
+            strategy.tell(arch, 0.0)
+            if refused_in_a_row >= MAX_UNDEPLOYABLE_IN_A_ROW or len(refused) >= space.size():
+                raise PipelineError(f"no deployable candidate for {settings.target} after {refused_in_a_row} "
+                                    f"tries ({len(refused)} distinct nets); first reason: "
+                                    f"{(verdict.reasons or ['?'])[0]}")
+            continue
+        refused_in_a_row = 0
+        predicted = predict_flatbuffer(verdict.flatbuffer, table).latency_ms
+        trial.update(deployable=True, predicted_ms=predicted, size_bytes=len(verdict.flatbuffer))
+        if settings.hard_budget and predicted > settings.latency_budget_ms:
+            study.record({**trial, "reward": 0.0, "over_budget": True})
+            strategy.tell(arch, 0.0)
+            continue
+        accuracy = _train_and_score(arch, train, val, settings, settings.seed + number)
+        reward = mnasnet_reward(accuracy, predicted, settings.latency_budget_ms, settings.reward_exponent,
+                                settings.hard_budget)
+        study.record({**trial, "accuracy": accuracy, "reward": reward})
+        strategy.tell(arch, reward)
+        trained += 1
+        bar.update(1)
+        log(f"trial {number}: {accuracy:.2%} at {predicted:.3f} ms predicted, reward {reward:.4f} ({arch.describe()})")
+    bar.close()
+    return finish(study, table, settings, len(train.class_names))
+
+
+def finish(study: Study, table: LatencyTable, settings: SearchSettings, classes: int) -> dict:
+    """Pareto front measured here (this CPU's tables), its JSON, CSV and plot, and a card per trial."""
+    front = pareto_front(study.trials)
+    if table.device == "cpu":
+        from pipeline.latency.measure import LocalMeasurer
+
+        timer = LocalMeasurer(threads=table.threads, min_seconds=0.3)
+        checker = DeployabilityCheck(settings.target, classes, settings.nnapi_api_level)
+        for trial in front:
+            if "measured_ms" not in trial:
+                arch = Arch.from_json(trial["arch"])
+                trial["measured_ms"] = timer.time(checker.verdict(arch).flatbuffer)
+    trained = [t for t in study.trials if t.get("accuracy") is not None]
+    best = max(trained, key=lambda t: t["reward"], default=None)
+    summary = {"trials": len(study.trials), "trained": len(trained),
+               "undeployable": sum(1 for t in study.trials if t.get("deployable") is False),
+               "latency_budget_ms": settings.latency_budget_ms, "strategy": settings.strategy,
+               "target": settings.target, "best": best, "pareto": front,
+               "best_reward_by_evaluation": _running_best(trained)}
+    write_json(study.out / "pareto.json", {"pareto": front})
+    write_text(study.out / "pareto.csv", _csv(front))
+    cards = study.out / "cards"
+    cards.mkdir(exist_ok=True)
+    for trial in study.trials:
+        write_json(cards / f"{trial['number']:04d}.json", trial)
+    write_json(study.out / "summary.json", summary)
+    if trained:
+        _plot(trained, front, settings, study.out / "pareto.png")
+    return summary
+
+
+def _running_best(trained: list[dict]) -> list[float]:
+    best, curve = 0.0, []
+    for trial in trained:
+        best = max(best, trial["reward"])
+        curve.append(round(best, 5))
+    return curve
+
+
+def _csv(front: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["number", "accuracy", "predicted_ms", "measured_ms", "size_bytes", "reward", "architecture"])
+    for t in front:
+        writer.writerow([t["number"], f"{t['accuracy']:.4f}", f"{t['predicted_ms']:.4f}",
+                         f"{t['measured_ms']:.4f}" if "measured_ms" in t else "", t["size_bytes"],
+                         f"{t['reward']:.5f}", t["describe"]])
+    return buffer.getvalue()
+
+
+def _plot(trained: list[dict], front: list[dict], settings: SearchSettings, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.scatter([t["predicted_ms"] for t in trained], [100 * t["accuracy"] for t in trained], s=14, alpha=0.5,
+               label="candidates")
+    ax.plot([t["predicted_ms"] for t in front], [100 * t["accuracy"] for t in front], "r.-", label="Pareto front")
+    ax.axvline(settings.latency_budget_ms, color="grey", linestyle="--", label="budget")
+    ax.set_xlabel("predicted int8 latency (ms)")
+    ax.set_ylabel("accuracy after proxy training (%)")
+    ax.set_title(f"{settings.strategy} search for {settings.target}")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

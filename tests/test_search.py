@@ -1,0 +1,94 @@
+"""``tflpipe search``: strategies learn (on synthetic rewards, no training), a study trains only deployable
+nets, resumes without redoing trials, refuses another study's folder, and says so in one line when the
+space holds no deployable net."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.search.space import SearchSpace
+from pipeline.search.strategies import RandomSearch, RegularizedEvolution, Reinforce, mnasnet_reward
+from tests.helpers import invoke, json_output
+
+TINY = {"name": "tiny", "resolutions": [32], "kernels": [3, 5], "expansions": [3], "depths": [1], "widths": [0.5],
+        "se": [False, True], "acts": ["relu6"]}
+
+
+def _kernel7_share(arch) -> float:
+    blocks = [b for s in arch.stages for b in s.blocks]
+    return sum(b.kernel == 7 for b in blocks) / len(blocks)
+
+
+def test_reinforce_and_evolution_learn_a_synthetic_reward():
+    space = SearchSpace()
+    controller, rng = Reinforce(space), np.random.default_rng(0)
+    before = np.mean([_kernel7_share(controller.ask(rng)) for _ in range(50)])
+    for _ in range(300):
+        arch = controller.ask(rng)
+        controller.tell(arch, _kernel7_share(arch))
+    after = np.mean([_kernel7_share(controller.ask(rng)) for _ in range(50)])
+    assert after > before + 0.2
+    best = {}
+    for name, strategy in (("random", RandomSearch(space)), ("evolution", RegularizedEvolution(space))):
+        scores = []
+        for seed in range(5):
+            rng, found = np.random.default_rng(seed), 0.0
+            for _ in range(120):
+                arch = strategy.ask(rng)
+                strategy.tell(arch, _kernel7_share(arch))
+                found = max(found, _kernel7_share(arch))
+            scores.append(found)
+        best[name] = np.mean(scores)
+    assert best["evolution"] > best["random"]
+
+
+def test_mnasnet_reward():
+    assert mnasnet_reward(0.8, 2.0, 2.0) == pytest.approx(0.8)
+    assert mnasnet_reward(0.8, 4.0, 2.0) < 0.8 < mnasnet_reward(0.8, 1.0, 2.0)
+    assert mnasnet_reward(0.8, 2.1, 2.0, hard=True) == 0.0
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    from pipeline.latency.measure import LocalMeasurer
+    from pipeline.latency.table import BuildPlan, build_table
+
+    out = tmp_path_factory.mktemp("table") / "cpu.json"
+    plan = BuildPlan(initial=60, rounds=0, validation=0, neighbours=0, fusion_samples=1, minutes=3)
+    build_table(LocalMeasurer(threads=1, min_seconds=0.01), "cpu-int8", out, plan, progress=False,
+                ops=["CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "MUL", "FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"])
+    return out
+
+
+def _search(tmp_path, table, run_data, out, *extra):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(TINY))
+    return invoke("search", "--data", run_data, "--latency-budget", "0.05", "--table", table, "--out", out,
+                  "--space", space, "--train-images", "60", "--strategy", "evolution", *extra)
+
+
+def test_search_trains_deployable_nets_resumes_and_writes_its_front(tmp_path, table, run_data):
+    out = tmp_path / "study"
+    first = json_output(_search(tmp_path, table, run_data, out, "--budget", "2", "--json"))
+    assert first["trained"] == 2 and first["pareto"]
+    lines = (out / "trials.jsonl").read_text().splitlines()
+    more = json_output(_search(tmp_path, table, run_data, out, "--budget", "3", "--json"))
+    assert more["trained"] == 3 and (out / "trials.jsonl").read_text().splitlines()[:len(lines)] == lines
+    for name in ("pareto.json", "pareto.csv", "pareto.png", "summary.json", "study.json"):
+        assert (out / name).is_file(), name
+    front = json.loads((out / "pareto.json").read_text())["pareto"]
+    assert all(t["measured_ms"] > 0 and t["predicted_ms"] > 0 and 0 <= t["accuracy"] <= 1 for t in front)
+    other = _search(tmp_path, table, run_data, out, "--budget", "3", "--epochs", "2")
+    assert other.exit_code == 1 and "another search space, settings" in other.output
+
+
+def test_a_space_without_deployable_nets_is_one_line(tmp_path, table, run_data):
+    space = tmp_path / "swish.json"
+    space.write_text(json.dumps({**TINY, "kernels": [3], "se": [False], "acts": ["hard_swish"]}))
+    result = invoke("search", "--data", run_data, "--latency-budget", "0.05", "--table", table,
+                    "--out", tmp_path / "s", "--space", space, "--target", "edgetpu")
+    assert result.exit_code == 1 and "no deployable candidate for edgetpu" in result.output
+    assert "HARD_SWISH" in result.output
