@@ -13,7 +13,7 @@ from pipeline.search.space import SearchSpace
 from pipeline.search.strategies import RandomSearch, RegularizedEvolution, Reinforce, mnasnet_reward
 from tests.helpers import invoke, json_output
 
-TINY = {"name": "tiny", "resolutions": [32], "kernels": [3, 5], "expansions": [3], "depths": [1], "widths": [0.5],
+TINY = {"name": "tiny", "resolutions": [32, 40], "kernels": [3, 5], "expansions": [3], "depths": [1], "widths": [0.5],
         "se": [False, True], "acts": ["relu6"]}
 
 

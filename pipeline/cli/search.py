@@ -65,11 +65,16 @@ def search(data, latency_budget, table, out, target, strategy, evaluations, minu
     settings = SearchSettings(latency_budget, strategy, target, evaluations, minutes, epochs, train_images,
                               hard_budget=hard_budget, nnapi_api_level=nnapi_api_level, seed=seed).check()
     loaded = load_table(table)
-    if len(set(space.resolutions)) > 1:
-        raise PipelineError("searching the resolution needs the images at every size; give a --space with one "
-                            "resolution per study for now")
-    train, val = split(load_dataset(data, space.resolutions[0], progress=not as_json), validation_split, seed)
-    summary = run_search(train, val, space, loaded, settings, out, progress=not as_json,
+    loaded_sizes: dict = {}
+
+    def datasets(resolution: int):
+        """The images at ``resolution``, decoded once; the split is the same at every size (same seed)."""
+        if resolution not in loaded_sizes:
+            loaded_sizes[resolution] = split(load_dataset(data, resolution, progress=not as_json),
+                                             validation_split, seed)
+        return loaded_sizes[resolution]
+
+    summary = run_search(datasets, space, loaded, settings, out, progress=not as_json,
                          log=lambda line: click.echo(f"tflpipe: {line}", err=True))
 
     def human(d: dict) -> str:

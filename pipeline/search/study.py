@@ -120,9 +120,11 @@ def _train_and_score(arch: Arch, train: ImageSet, val: ImageSet, settings: Searc
     return keras_accuracy(model, val)
 
 
-def search(train: ImageSet, val: ImageSet, space: SearchSpace, table: LatencyTable, settings: SearchSettings,
-           out: str | Path, progress: bool = True, log: Callable[[str], None] = lambda _: None) -> dict:
-    """Run (or resume) a study; returns its summary with the Pareto front."""
+def search(datasets: Callable[[int], tuple[ImageSet, ImageSet]], space: SearchSpace, table: LatencyTable,
+           settings: SearchSettings, out: str | Path, progress: bool = True,
+           log: Callable[[str], None] = lambda _: None) -> dict:
+    """Run (or resume) a study; ``datasets(resolution)`` gives the (train, validation) images at a size.
+    Returns the study's summary with the Pareto front."""
     from tqdm import tqdm
 
     settings.check()
@@ -131,7 +133,8 @@ def search(train: ImageSet, val: ImageSet, space: SearchSpace, table: LatencyTab
         log(f"latencies are predicted for {table.device}, the device the table was measured on")
     study = Study(Path(out), space, settings, table)
     strategy = make_strategy(settings.strategy, space)
-    checker = DeployabilityCheck(settings.target, len(train.class_names), settings.nnapi_api_level)
+    classes = len(datasets(space.resolutions[0])[0].class_names)
+    checker = DeployabilityCheck(settings.target, classes, settings.nnapi_api_level)
     for trial in study.trials:  # rebuild the strategy's state from the finished trials
         if trial.get("reward") is not None:
             strategy.tell(Arch.from_json(trial["arch"]), trial["reward"])
@@ -166,7 +169,7 @@ def search(train: ImageSet, val: ImageSet, space: SearchSpace, table: LatencyTab
             study.record({**trial, "reward": 0.0, "over_budget": True})
             strategy.tell(arch, 0.0)
             continue
-        accuracy = _train_and_score(arch, train, val, settings, settings.seed + number)
+        accuracy = _train_and_score(arch, *datasets(arch.resolution), settings, settings.seed + number)
         reward = mnasnet_reward(accuracy, predicted, settings.latency_budget_ms, settings.reward_exponent,
                                 settings.hard_budget)
         study.record({**trial, "accuracy": accuracy, "reward": reward})
@@ -175,7 +178,7 @@ def search(train: ImageSet, val: ImageSet, space: SearchSpace, table: LatencyTab
         bar.update(1)
         log(f"trial {number}: {accuracy:.2%} at {predicted:.3f} ms predicted, reward {reward:.4f} ({arch.describe()})")
     bar.close()
-    return finish(study, table, settings, len(train.class_names))
+    return finish(study, table, settings, classes)
 
 
 def finish(study: Study, table: LatencyTable, settings: SearchSettings, classes: int) -> dict:
