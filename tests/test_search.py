@@ -72,16 +72,16 @@ def _search(tmp_path, table, run_data, out, *extra):
 
 def test_search_trains_deployable_nets_resumes_and_writes_its_front(tmp_path, table, run_data):
     out = tmp_path / "study"
-    first = json_output(_search(tmp_path, table, run_data, out, "--budget", "2", "--json"))
-    assert first["trained"] == 2 and first["pareto"]
+    first = json_output(_search(tmp_path, table, run_data, out, "--budget", "1", "--json"))
+    assert first["trained"] == 1 and first["pareto"]
     lines = (out / "trials.jsonl").read_text().splitlines()
-    more = json_output(_search(tmp_path, table, run_data, out, "--budget", "3", "--json"))
-    assert more["trained"] == 3 and (out / "trials.jsonl").read_text().splitlines()[:len(lines)] == lines
+    more = json_output(_search(tmp_path, table, run_data, out, "--budget", "2", "--json"))
+    assert more["trained"] == 2 and (out / "trials.jsonl").read_text().splitlines()[:len(lines)] == lines
     for name in ("pareto.json", "pareto.csv", "pareto.png", "summary.json", "study.json"):
         assert (out / name).is_file(), name
     front = json.loads((out / "pareto.json").read_text())["pareto"]
     assert all(t["measured_ms"] > 0 and t["predicted_ms"] > 0 and 0 <= t["accuracy"] <= 1 for t in front)
-    other = _search(tmp_path, table, run_data, out, "--budget", "3", "--epochs", "2")
+    other = _search(tmp_path, table, run_data, out, "--budget", "2", "--epochs", "2")
     assert other.exit_code == 1 and "another search space, settings" in other.output
 
 
