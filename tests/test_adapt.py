@@ -52,7 +52,7 @@ def _adapt(trained, table, run_data, out, *extra):
 
 def test_netadapt_meets_the_budget_and_resumes_without_redoing(trained, table, run_data, tmp_path):
     out = tmp_path / "netadapt"
-    args = ("--budget", "0.92x", "--first-step", "0.05", *FAST, "--json")
+    args = ("--budget", "0.96x", "--first-step", "0.04", *FAST, "--json")
     report = json_output(_adapt(trained, table, run_data, out, *args))
     assert report["strategy"] == "netadapt"
     assert report["predicted_ms"] <= report["target_ms"] + 1e-9 < report["original_ms"]
@@ -66,9 +66,10 @@ def test_netadapt_meets_the_budget_and_resumes_without_redoing(trained, table, r
     assert again["trajectory"] == steps and again["predicted_ms"] == pytest.approx(report["predicted_ms"])
     other = _adapt(trained, table, run_data, out, "--budget", "0.7x", *FAST)  # refused before any work
     assert other.exit_code == 1 and "other settings" in _error(other)
-    assert json.loads((out / "report.json").read_text())["budget"] == "0.92x"  # nothing of the first run lost
+    assert json.loads((out / "report.json").read_text())["budget"] == "0.96x"  # nothing of the first run lost
 
 
+@pytest.mark.slow  # 15 s of episodes
 def test_amc_strategy_meets_the_budget(trained, table, run_data, tmp_path):
     report = json_output(_adapt(trained, table, run_data, tmp_path / "amc", "--budget", "0.8x", "--strategy", "amc",
                                 "--episodes", "3", *FAST, "--json"))

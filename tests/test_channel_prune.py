@@ -42,7 +42,7 @@ FAMILIES = [
     ("mnasnet_b1", 32, {"alpha": 0.35}),
     ("efficientnet_lite0", 32, {}),
     ("resnet50", 32, {}),
-    ("densenet121", 32, {}),
+    pytest.param("densenet121", 32, {}, marks=pytest.mark.slow, id="densenet121"),  # 8 s; its concatenations: SqueezeNet's too
 ]
 
 
@@ -139,7 +139,7 @@ def assert_pruning_is_exact(model: keras.Model, seed: int = 0) -> keras.Model:
     return pruned
 
 
-@pytest.mark.parametrize("name,size,knobs", FAMILIES, ids=[f[0] for f in FAMILIES])
+@pytest.mark.parametrize("name,size,knobs", FAMILIES, ids=[getattr(f, "id", None) or f[0] for f in FAMILIES])
 def test_every_zoo_family_prunes_exactly(name: str, size: int, knobs: dict) -> None:
     model = build_model(name, input_size=size, classes=10, classifier_activation=None, **knobs)
     assert_pruning_is_exact(model)
