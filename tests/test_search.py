@@ -92,3 +92,23 @@ def test_a_space_without_deployable_nets_is_one_line(tmp_path, table, run_data):
                     "--out", tmp_path / "s", "--space", space, "--target", "edgetpu")
     assert result.exit_code == 1 and "no deployable candidate for edgetpu" in result.output
     assert "HARD_SWISH" in result.output
+
+
+def test_run_refuses_a_searched_net_without_a_study(tmp_path, run_data):
+    result = invoke("run", "--model", f"searched:{tmp_path / 'none'}", "--data", run_data, "--out", tmp_path / "r")
+    assert result.exit_code == 1 and "best.json does not exist" in result.output
+
+
+@pytest.mark.slow  # a search, then a whole run of its best net
+def test_the_best_searched_net_goes_through_the_pipeline(tmp_path, table, run_data):
+    study = tmp_path / "study"
+    json_output(_search(tmp_path, table, run_data, study, "--budget", "1", "--json"))
+    best = json.loads((study / "best.json").read_text())
+    size = best["arch"]["resolution"]
+    wrong = invoke("run", "--model", f"searched:{study}", "--input-size", size + 8, "--data", run_data,
+                   "--out", tmp_path / "wrong")
+    assert wrong.exit_code == 1 and f"searched at {size} px" in wrong.output
+    summary = json_output(invoke("run", "--model", f"searched:{study}", "--input-size", size, "--data", run_data,
+                                 "--epochs", "1", "--prune-sparsity", "0", "--no-qat", "--benchmark-runs", "1",
+                                 "--no-tensorboard", "--out", tmp_path / "best", "--json"))
+    assert "convert" in summary["stages_done"] and (tmp_path / "best" / "model_int8.tflite").is_file()

@@ -84,6 +84,9 @@ def search(data, latency_budget, table, out, target, strategy, evaluations, minu
             measured = f", measured {t['measured_ms']:.3f} ms" if "measured_ms" in t else ""
             lines.append(f"  {t['accuracy']:.2%} at {t['predicted_ms']:.3f} ms predicted{measured}, "
                          f"{t['size_bytes'] / 1024:.0f} KB: {t['describe']}")
+        if d["best"]:
+            lines.append(f"best by reward: {out / 'best.json'}; deploy it with `tflpipe run --model searched:{out} "
+                         f"--input-size {d['best']['arch']['resolution']} --data ...`")
         return "\n".join(lines)
 
     emit(summary, as_json, human)

@@ -84,14 +84,32 @@ class RunContext:
         return Distillation(teacher, c.kd_temperature, c.kd_alpha)
 
 
+def build_net(name: str, input_size: int, classes: int, weights: str | None = None, knobs: dict | None = None):
+    """A zoo net by name, or the best net of a search study (``searched:DIR``) at its own resolution."""
+    from pipeline.search.study import SEARCHED, load_best
+
+    if name.startswith(SEARCHED):
+        from pipeline.search.space import build
+
+        arch = load_best(name[len(SEARCHED):])
+        if input_size != arch.resolution:
+            raise PipelineError(f"{name} was searched at {arch.resolution} px; run it with --input-size "
+                                f"{arch.resolution}")
+        if weights is not None:
+            raise PipelineError(f"{name} starts from scratch: --weights is for zoo nets")
+        return build(arch, classes)
+    from keras_models import build_model
+
+    return build_model(name, input_size, classes=classes, weights=weights, **(knobs or {}))
+
+
 def _train_float(ctx: RunContext, phase: str, name: str, knobs: dict, key: str, weights: str | None = None,
                  distill=None) -> dict:
-    from keras_models import build_model
     from pipeline.stages.train import fit, keras_accuracy
 
     c = ctx.config
     train, val = ctx.datasets
-    model = build_model(name, c.input_size, classes=len(train.class_names), weights=weights, **knobs)
+    model = build_net(name, c.input_size, len(train.class_names), weights, knobs)
     history = fit(model, train, val, c.fit_settings(phase), distill=distill, log_dir=ctx.log_dir(phase))
     ctx.save_keras(model, key)
     return {"params": int(model.count_params()), "history": history, "keras_accuracy": keras_accuracy(model, val)}
@@ -356,7 +374,7 @@ def preflight(config: RunConfig) -> None:
     from keras_models import build_model
     from pipeline.stages.prune import check_pattern
 
-    student = build_model(config.model, config.input_size, classes=2, **config.model_knobs())
+    student = build_net(config.model, config.input_size, 2, None, config.model_knobs())
     if config.pruned:
         check_pattern(student, config.prune_pattern)
     if config.teacher_is_zoo_net:

@@ -30,6 +30,19 @@ from pipeline.search.space import Arch, SearchSpace, build
 from pipeline.search.strategies import make_strategy, mnasnet_reward
 
 MAX_UNDEPLOYABLE_IN_A_ROW = 200
+BEST_FILE = "best.json"  # the highest-reward net: `tflpipe run --model searched:STUDY` builds it
+SEARCHED = "searched:"
+
+
+def load_best(study: str | Path) -> Arch:
+    """The best architecture of a finished study folder (``searched:DIR`` in ``run``)."""
+    path = Path(study) / BEST_FILE
+    try:
+        return Arch.from_json(json.loads(path.read_text(encoding="utf-8"))["arch"])
+    except FileNotFoundError:
+        raise PipelineError(f"{path} does not exist: run `tflpipe search --out {study}` first") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise PipelineError(f"{path} is not a search result ({type(exc).__name__})") from None
 
 
 @dataclass(frozen=True)
@@ -200,6 +213,10 @@ def finish(study: Study, table: LatencyTable, settings: SearchSettings, classes:
                "latency_budget_ms": settings.latency_budget_ms, "strategy": settings.strategy,
                "target": settings.target, "best": best, "pareto": front,
                "best_reward_by_evaluation": _running_best(trained)}
+    if best is not None:
+        write_json(study.out / BEST_FILE, {"arch": best["arch"], "describe": best["describe"],
+                                           "accuracy": best["accuracy"], "predicted_ms": best["predicted_ms"],
+                                           "reward": best["reward"], "trial": best["number"]})
     write_json(study.out / "pareto.json", {"pareto": front})
     write_text(study.out / "pareto.csv", _csv(front))
     cards = study.out / "cards"
