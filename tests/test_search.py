@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.search.space import SearchSpace
-from pipeline.search.strategies import RandomSearch, RegularizedEvolution, Reinforce, mnasnet_reward
+from pipeline.search.strategies import NSGA2, RandomSearch, RegularizedEvolution, Reinforce, mnasnet_reward
 from tests.helpers import invoke, json_output
 
 TINY = {"name": "tiny", "resolutions": [32, 40], "kernels": [3, 5], "expansions": [3], "depths": [1], "widths": [0.5],
@@ -43,6 +43,40 @@ def test_reinforce_and_evolution_learn_a_synthetic_reward():
             scores.append(found)
         best[name] = np.mean(scores)
     assert best["evolution"] > best["random"]
+
+
+def _hypervolume(points: list[tuple[float, float]]) -> float:
+    """Area dominated by (share of 7x7 kernels up, mean expansion down) points, reference (0, 6)."""
+    area, best_x = 0.0, 0.0
+    for x, y in sorted(points, key=lambda p: p[1]):  # by cost, cheapest first
+        if x > best_x:
+            area += (x - best_x) * (6 - y)
+            best_x = x
+    return area
+
+
+def test_nsga2_finds_a_better_front_than_random_and_replays_a_study():
+    def objectives(arch):
+        blocks = [b for s in arch.stages for b in s.blocks]
+        return _kernel7_share(arch), float(np.mean([b.expansion for b in blocks]))
+
+    space, fronts = SearchSpace(), {}
+    for name, make in (("random", lambda: RandomSearch(space)), ("nsga2", lambda: NSGA2(space, population=10))):
+        volumes = []
+        for seed in range(3):
+            strategy, rng, seen = make(), np.random.default_rng(seed), []
+            for _ in range(80):
+                arch = strategy.ask(rng)
+                assert space.contains(arch)
+                seen.append(objectives(arch))
+                strategy.tell(arch, seen[-1][0], seen[-1])
+            volumes.append(_hypervolume(seen))
+        fronts[name] = np.mean(volumes)
+    assert fronts["nsga2"] > fronts["random"]
+    resumed = NSGA2(space)
+    arch = space.sample(np.random.default_rng(9))
+    resumed.tell(arch, 0.5, objectives(arch))  # a finished trial of an earlier run becomes a fixed trial
+    assert len(resumed.study.trials) == 1
 
 
 def test_mnasnet_reward():

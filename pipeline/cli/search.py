@@ -26,8 +26,10 @@ def _default(name: str):
               help="Study folder (trials.jsonl, pareto.json/.csv/.png, cards/); a killed search resumes there.")
 @click.option("--target", type=click.Choice(["cpu-int8", "edgetpu", "nnapi"]), default="cpu-int8", show_default=True,
               help="Every candidate must convert to full int8 and, for edgetpu/nnapi, map completely.")
-@click.option("--strategy", type=click.Choice(["random", "evolution", "reinforce"]), default=_default("strategy"),
-              show_default=True, help="Random baseline, regularized evolution, or a REINFORCE controller.")
+@click.option("--strategy", type=click.Choice(["random", "evolution", "reinforce", "nsga2"]),
+              default=_default("strategy"), show_default=True,
+              help="Random baseline, regularized evolution, a REINFORCE controller, or NSGA-II (Optuna) on "
+                   "accuracy and latency together.")
 @click.option("--budget", "evaluations", type=click.IntRange(1), default=_default("evaluations"), show_default=True,
               help="Candidates trained (undeployable ones cost no training and do not count).")
 @click.option("--minutes", type=float, help="Stop after this many minutes, whatever the budget.")

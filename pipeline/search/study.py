@@ -150,7 +150,7 @@ def search(datasets: Callable[[int], tuple[ImageSet, ImageSet]], space: SearchSp
     checker = DeployabilityCheck(settings.target, classes, settings.nnapi_api_level)
     for trial in study.trials:  # rebuild the strategy's state from the finished trials
         if trial.get("reward") is not None:
-            strategy.tell(Arch.from_json(trial["arch"]), trial["reward"])
+            strategy.tell(Arch.from_json(trial["arch"]), trial["reward"], _objectives(trial))
     trained = sum(1 for t in study.trials if t.get("accuracy") is not None)
     started = time.monotonic()
     bar = tqdm(total=settings.evaluations, initial=trained, unit="net", desc=f"search ({settings.strategy})",
@@ -186,12 +186,16 @@ def search(datasets: Callable[[int], tuple[ImageSet, ImageSet]], space: SearchSp
         reward = mnasnet_reward(accuracy, predicted, settings.latency_budget_ms, settings.reward_exponent,
                                 settings.hard_budget)
         study.record({**trial, "accuracy": accuracy, "reward": reward})
-        strategy.tell(arch, reward)
+        strategy.tell(arch, reward, (accuracy, predicted))
         trained += 1
         bar.update(1)
         log(f"trial {number}: {accuracy:.2%} at {predicted:.3f} ms predicted, reward {reward:.4f} ({arch.describe()})")
     bar.close()
     return finish(study, table, settings, classes)
+
+
+def _objectives(trial: dict) -> tuple[float, float] | None:
+    return (trial["accuracy"], trial["predicted_ms"]) if trial.get("accuracy") is not None else None
 
 
 def finish(study: Study, table: LatencyTable, settings: SearchSettings, classes: int) -> dict:
