@@ -146,3 +146,30 @@ def test_the_best_searched_net_goes_through_the_pipeline(tmp_path, table, run_da
                                  "--epochs", "1", "--prune-sparsity", "0", "--no-qat", "--benchmark-runs", "1",
                                  "--no-tensorboard", "--out", tmp_path / "best", "--json"))
     assert "convert" in summary["stages_done"] and (tmp_path / "best" / "model_int8.tflite").is_file()
+
+
+def test_compound_scaling_multiplies_depth_width_and_resolution():
+    from pipeline.search.scaling import Coefficients, scale
+    from pipeline.search.space import ZOO_POINTS
+
+    base = ZOO_POINTS["mobilenet_v2"]
+    grown = scale(base, Coefficients(1.2, 1.1, 1.15), 2)
+    assert grown.resolution == 296 and [s.depth for s in grown.stages] == [3, 5, 6, 5, 5, 2]
+    assert [s.width for s in grown.stages] == [1.21] * 6
+    assert scale(base, Coefficients(1.2, 1.1, 1.15), 0) == base
+
+
+@pytest.mark.slow  # 8 conversions and the proxy trainings: 50 s
+def test_compound_scaling_grows_a_searched_net_by_the_latency_step(tmp_path, table, run_data):
+    study = tmp_path / "study"
+    json_output(_search(tmp_path, table, run_data, study, "--budget", "1", "--json"))
+    result = json_output(invoke("scale", "--study", study, "--data", run_data, "--table", table, "--out",
+                                tmp_path / "family", "--phis", "1", "--grid", "1.0,1.3", "--step", "1.5", "--tolerance", "0.6",
+                                "--train-images", "40", "--json"))
+    family = {m["phi"]: m for m in result["family"]}
+    assert abs(family[1]["predicted_ms"] / family[0]["predicted_ms"] / 1.5 - 1) <= 0.6
+    assert all(abs(g["latency_ratio"] / 1.5 - 1) <= 0.6 for g in result["grid"])
+    assert (tmp_path / "family" / "phi1" / "best.json").is_file()
+    bad = invoke("scale", "--study", study, "--data", run_data, "--table", table, "--out", tmp_path / "x",
+                 "--grid", "1.0", "--phis", "1")
+    assert bad.exit_code == 1 and "no α, β, γ" in bad.output

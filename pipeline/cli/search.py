@@ -94,4 +94,75 @@ def search(data, latency_budget, table, out, target, strategy, evaluations, minu
     emit(summary, as_json, human)
 
 
-COMMANDS = [search]
+@click.command()
+@click.option("--study", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Search study folder whose best net (best.json) is the base.")
+@click.option("--data", required=True, help="Image folder (<class>/*.jpg) or builtin:digits.")
+@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Latency table of the target.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for scaling.json and one searched-net folder per φ (phi1/, phi2/, ...).")
+@click.option("--phis", default="1,2,3", show_default=True, help="Compound coefficients of the family.")
+@click.option("--step", type=float, default=2.0, show_default=True,
+              help="Predicted latency growth per φ that α, β, γ must give (EfficientNet: 2x FLOPs).")
+@click.option("--tolerance", type=click.FloatRange(0.01, 1.0), default=0.10, show_default=True,
+              help="How far from --step a grid point's latency growth may be.")
+@click.option("--grid", default="1.0,1.1,1.2,1.3", show_default=True,
+              help="Values tried for each of α, β, γ (every combination is predicted).")
+@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Proxy training epochs.")
+@click.option("--train-images", type=click.IntRange(1), default=5000, show_default=True,
+              help="Training images per grid point.")
+@click.option("--validation-split", type=float, default=0.1, show_default=True, help="Held-out share of --data.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@json_option
+def scale(study, data, table, out, phis, step, tolerance, grid, epochs, train_images, validation_split, seed, as_json) -> None:
+    """Compound-scale a searched net (EfficientNet's α, β, γ) against the target's predicted latency."""
+    from pipeline.core.data import load_dataset, split
+    from pipeline.core.errors import PipelineError
+    from pipeline.core.fsutil import ensure_writable_dir, write_json
+    from pipeline.latency.table import load_table
+    from pipeline.search.scaling import compound_scaling
+    from pipeline.search.study import BEST_FILE, SearchSettings, load_best, train_and_score
+
+    try:
+        phi_values = tuple(int(p) for p in phis.split(",") if p.strip())
+        grid_values = tuple(float(g) for g in grid.split(",") if g.strip())
+    except ValueError:
+        raise PipelineError(f"--phis must be integers like 1,2,3 and --grid numbers like 1.0,1.2; got {phis!r}, "
+                            f"{grid!r}") from None
+    if not grid_values or min(grid_values) < 1:
+        raise PipelineError("--grid values must be at least 1.0")
+    if not phi_values or min(phi_values) < 1 or step <= 1:
+        raise PipelineError("--phis must be positive integers and --step above 1")
+    ensure_writable_dir(out)
+    base, loaded, cache = load_best(study), load_table(table), {}
+    settings = SearchSettings(latency_budget_ms=1.0, epochs=epochs, train_images=train_images, seed=seed)
+
+    def datasets(resolution: int):
+        if resolution not in cache:
+            cache[resolution] = split(load_dataset(data, resolution, progress=not as_json), validation_split, seed)
+        return cache[resolution]
+
+    result = compound_scaling(base, datasets, loaded, lambda arch, tr, va: train_and_score(arch, tr, va, settings,
+                                                                                             seed),
+                              phi_values, step, grid_values, tolerance, log=lambda line: click.echo(f"tflpipe: {line}", err=True))
+    write_json(out / "scaling.json", result)
+    for member in result["family"]:
+        (out / f"phi{member['phi']}").mkdir(exist_ok=True)
+        write_json(out / f"phi{member['phi']}" / BEST_FILE, {"arch": member["arch"], "describe": member["describe"],
+                                                             "predicted_ms": member["predicted_ms"]})
+
+    def human(d: dict) -> str:
+        c = d["coefficients"]
+        lines = [f"α={c['alpha']:g} β={c['beta']:g} γ={c['gamma']:g} (best of {len(d['grid'])} grid points at "
+                 f"{d['step']:g}x latency per step)"]
+        for m in d["family"]:
+            measured = f", measured {m['measured_ms']:.3f}" if "measured_ms" in m else ""
+            lines.append(f"  φ={m['phi']}: {m['predicted_ms']:.3f} ms predicted{measured}: {m['describe']} "
+                         f"(`tflpipe run --model searched:{out / ('phi' + str(m['phi']))}`)")
+        return "\n".join(lines)
+
+    emit(result, as_json, human)
+
+
+COMMANDS = [search, scale]

@@ -119,7 +119,7 @@ class Study:
             f.write(json.dumps(trial) + "\n")
 
 
-def _train_and_score(arch: Arch, train: ImageSet, val: ImageSet, settings: SearchSettings, seed: int) -> float:
+def train_and_score(arch: Arch, train: ImageSet, val: ImageSet, settings: SearchSettings, seed: int) -> float:
     from pipeline.core.tf_env import keras
     from pipeline.stages.train import FitSettings, fit, keras_accuracy
 
@@ -182,7 +182,7 @@ def search(datasets: Callable[[int], tuple[ImageSet, ImageSet]], space: SearchSp
             study.record({**trial, "reward": 0.0, "over_budget": True})
             strategy.tell(arch, 0.0)
             continue
-        accuracy = _train_and_score(arch, *datasets(arch.resolution), settings, settings.seed + number)
+        accuracy = train_and_score(arch, *datasets(arch.resolution), settings, settings.seed + number)
         reward = mnasnet_reward(accuracy, predicted, settings.latency_budget_ms, settings.reward_exponent,
                                 settings.hard_budget)
         study.record({**trial, "accuracy": accuracy, "reward": reward})
