@@ -17,6 +17,21 @@ def _default(name: str):
     return next(f.default for f in fields(SearchSettings) if f.name == name)
 
 
+def _datasets(data: str, validation_split: float, seed: int, progress: bool):
+    """(train, validation) images at any resolution, each size decoded once; the split is the same at every
+    size (it depends on the labels and the seed only)."""
+    from pipeline.core.data import load_dataset, split
+
+    cache: dict = {}
+
+    def at(resolution: int):
+        if resolution not in cache:
+            cache[resolution] = split(load_dataset(data, resolution, progress=progress), validation_split, seed)
+        return cache[resolution]
+
+    return at
+
+
 @click.command()
 @click.option("--data", required=True, help="Image folder (<class>/*.jpg) or builtin:digits.")
 @click.option("--latency-budget", type=float, required=True, help="Target int8 latency T, ms (MnasNet's reward).")
@@ -49,7 +64,6 @@ def _default(name: str):
 def search(data, latency_budget, table, out, target, strategy, evaluations, minutes, epochs, train_images, hard_budget,
            space_file, nnapi_api_level, validation_split, seed, as_json) -> None:
     """Search the inverted-residual space for the most accurate deployable net under a latency budget."""
-    from pipeline.core.data import load_dataset, split
     from pipeline.core.errors import PipelineError
     from pipeline.core.fsutil import ensure_writable_dir
     from pipeline.latency.table import load_table
@@ -67,16 +81,7 @@ def search(data, latency_budget, table, out, target, strategy, evaluations, minu
     settings = SearchSettings(latency_budget, strategy, target, evaluations, minutes, epochs, train_images,
                               hard_budget=hard_budget, nnapi_api_level=nnapi_api_level, seed=seed).check()
     loaded = load_table(table)
-    loaded_sizes: dict = {}
-
-    def datasets(resolution: int):
-        """The images at ``resolution``, decoded once; the split is the same at every size (same seed)."""
-        if resolution not in loaded_sizes:
-            loaded_sizes[resolution] = split(load_dataset(data, resolution, progress=not as_json),
-                                             validation_split, seed)
-        return loaded_sizes[resolution]
-
-    summary = run_search(datasets, space, loaded, settings, out, progress=not as_json,
+    summary = run_search(_datasets(data, validation_split, seed, not as_json), space, loaded, settings, out, progress=not as_json,
                          log=lambda line: click.echo(f"tflpipe: {line}", err=True))
 
     def human(d: dict) -> str:
@@ -117,7 +122,6 @@ def search(data, latency_budget, table, out, target, strategy, evaluations, minu
 @json_option
 def scale(study, data, table, out, phis, step, tolerance, grid, epochs, train_images, validation_split, seed, as_json) -> None:
     """Compound-scale a searched net (EfficientNet's α, β, γ) against the target's predicted latency."""
-    from pipeline.core.data import load_dataset, split
     from pipeline.core.errors import PipelineError
     from pipeline.core.fsutil import ensure_writable_dir, write_json
     from pipeline.latency.table import load_table
@@ -135,15 +139,9 @@ def scale(study, data, table, out, phis, step, tolerance, grid, epochs, train_im
     if not phi_values or min(phi_values) < 1 or step <= 1:
         raise PipelineError("--phis must be positive integers and --step above 1")
     ensure_writable_dir(out)
-    base, loaded, cache = load_best(study), load_table(table), {}
+    base, loaded = load_best(study), load_table(table)
     settings = SearchSettings(latency_budget_ms=1.0, epochs=epochs, train_images=train_images, seed=seed)
-
-    def datasets(resolution: int):
-        if resolution not in cache:
-            cache[resolution] = split(load_dataset(data, resolution, progress=not as_json), validation_split, seed)
-        return cache[resolution]
-
-    result = compound_scaling(base, datasets, loaded, lambda arch, tr, va: train_and_score(arch, tr, va, settings,
+    result = compound_scaling(base, _datasets(data, validation_split, seed, not as_json), loaded, lambda arch, tr, va: train_and_score(arch, tr, va, settings,
                                                                                              seed),
                               phi_values, step, grid_values, tolerance, log=lambda line: click.echo(f"tflpipe: {line}", err=True))
     write_json(out / "scaling.json", result)

@@ -51,19 +51,18 @@ def predict(source: str | Path, table: str | Path, threads: int | None = None, m
     data, name = model_flatbuffer(source, **build)
     prediction = predict_flatbuffer(data, loaded, threads)
     result = {"model": name, **prediction.to_json(top)}
-    if loaded.device == "cpu":  # the memory model describes LiteRT + XNNPACK on this CPU
-        result["memory"] = memory_report(parse_model(data, name), loaded.threads, measure=False)
+    if measure and loaded.device != "cpu":
+        raise PipelineError(f"--measure times on this CPU, but the table was measured on {loaded.device}")
     if measure:
         from pipeline.latency.measure import LocalMeasurer
 
-        if loaded.device != "cpu":
-            raise PipelineError(f"--measure times on this CPU, but the table was measured on {loaded.device}")
         measured = LocalMeasurer(threads=loaded.threads, min_seconds=0.5).time(data)
         result["measured_ms"] = round(measured, 4)
         result["error"] = round(prediction.latency_ms / measured - 1, 4)
-        if "memory" in result:
-            with tempfile.TemporaryDirectory() as folder:  # measured in a child process that reads a file
-                path = Path(folder) / "model.tflite"
-                path.write_bytes(data)
-                result["memory"] = memory_report(path, loaded.threads, measure=True)
+    if loaded.device == "cpu":  # the memory model describes LiteRT + XNNPACK on this CPU
+        with tempfile.TemporaryDirectory() as folder:  # a measurement runs in a child process that reads a file
+            path = Path(folder) / "model.tflite"
+            path.write_bytes(data)
+            result["memory"] = memory_report(path if measure else parse_model(data, name), loaded.threads,
+                                             measure=measure)
     return result
