@@ -59,10 +59,11 @@ def predict(source: str | Path, table: str | Path, threads: int | None = None, m
         measured = LocalMeasurer(threads=loaded.threads, min_seconds=0.5).time(data)
         result["measured_ms"] = round(measured, 4)
         result["error"] = round(prediction.latency_ms / measured - 1, 4)
-    if loaded.device == "cpu":  # the memory model describes LiteRT + XNNPACK on this CPU
-        with tempfile.TemporaryDirectory() as folder:  # a measurement runs in a child process that reads a file
+    if loaded.device == "cpu" and measure:  # the memory model describes LiteRT + XNNPACK on this CPU
+        with tempfile.TemporaryDirectory() as folder:  # measured in a child process that reads a file
             path = Path(folder) / "model.tflite"
             path.write_bytes(data)
-            result["memory"] = memory_report(path if measure else parse_model(data, name), loaded.threads,
-                                             measure=measure)
+            result["memory"] = memory_report(path, loaded.threads, measure=True)
+    elif loaded.device == "cpu":
+        result["memory"] = memory_report(parse_model(data, name), loaded.threads)
     return result
