@@ -55,3 +55,16 @@ def copy_run(tiny_run, tmp_path) -> Path:
     out = tmp_path / "out"
     shutil.copytree(tiny_run["out"], out)
     return out
+
+
+@pytest.fixture(scope="session")
+def cpu_table(tmp_path_factory) -> Path:
+    """A small latency table of this CPU (1 thread) over the ops of the tiny nets the tests adapt and search."""
+    from pipeline.latency.measure import LocalMeasurer
+    from pipeline.latency.table import BuildPlan, build_table
+
+    out = tmp_path_factory.mktemp("table") / "cpu.json"
+    plan = BuildPlan(initial=70, rounds=0, validation=0, neighbours=0, fusion_samples=1, minutes=3)
+    build_table(LocalMeasurer(threads=1, min_seconds=0.01), "cpu-int8", out, plan, progress=False,
+                ops=["CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "MUL", "FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"])
+    return out

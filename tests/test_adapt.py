@@ -28,15 +28,8 @@ def trained(tmp_path_factory, run_data) -> Path:
 
 
 @pytest.fixture(scope="module")
-def table(tmp_path_factory) -> Path:
-    from pipeline.latency.measure import LocalMeasurer
-    from pipeline.latency.table import BuildPlan, build_table
-
-    out = tmp_path_factory.mktemp("table") / "cpu.json"
-    plan = BuildPlan(initial=70, rounds=0, validation=0, neighbours=0, fusion_samples=1, minutes=3)
-    build_table(LocalMeasurer(threads=1, min_seconds=0.01), "cpu-int8", out, plan, progress=False,
-                ops=["CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"])
-    return out
+def table(cpu_table) -> Path:
+    return cpu_table
 
 
 def _error(result) -> str:

@@ -86,15 +86,8 @@ def test_mnasnet_reward():
 
 
 @pytest.fixture(scope="module")
-def table(tmp_path_factory) -> Path:
-    from pipeline.latency.measure import LocalMeasurer
-    from pipeline.latency.table import BuildPlan, build_table
-
-    out = tmp_path_factory.mktemp("table") / "cpu.json"
-    plan = BuildPlan(initial=60, rounds=0, validation=0, neighbours=0, fusion_samples=1, minutes=3)
-    build_table(LocalMeasurer(threads=1, min_seconds=0.01), "cpu-int8", out, plan, progress=False,
-                ops=["CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "MUL", "FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"])
-    return out
+def table(cpu_table) -> Path:
+    return cpu_table
 
 
 def _search(tmp_path, table, run_data, out, *extra):
@@ -104,6 +97,7 @@ def _search(tmp_path, table, run_data, out, *extra):
                   "--space", space, "--train-images", "60", "--strategy", "evolution", *extra)
 
 
+@pytest.mark.slow  # trains three nets: 20 s
 def test_search_trains_deployable_nets_resumes_and_writes_its_front(tmp_path, table, run_data):
     out = tmp_path / "study"
     first = json_output(_search(tmp_path, table, run_data, out, "--budget", "1", "--json"))
