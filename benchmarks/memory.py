@@ -3,7 +3,7 @@
 Each zoo net is built twice (width multiplier 0.5 at 160 px and 1.0 at 224 px, or 128 and 224 px for
 the nets without one), converted to full int8 with random-calibration PTQ (uint8 I/O) and cached
 under ``--work`` so a rerun resumes; the official models in shared/reference_models join them. Each
-file's peak memory growth is measured in a fresh child process (VmHWM, XNNPACK on, 1 thread) and
+file's memory growth is measured in a fresh child process (resident anonymous memory, XNNPACK on, 1 thread) and
 set against the prediction; the goal is every prediction within 10 % of its measurement.
 
     python benchmarks/memory.py [--work runs/bench_memory] [--models mobilenet_v2 ...] [--threads 1]
@@ -75,10 +75,11 @@ def render(rows: list[dict], threads: int, elapsed_s: float) -> str:
         "## Runtime memory: predicted vs measured peak (`benchmarks/memory.py`)",
         "",
         f"LiteRT with XNNPACK (its default), {threads} thread(s). Measured: growth of a fresh child process's "
-        "peak resident memory (VmHWM) from just before the interpreter is created to after 3 invokes (the file's "
-        "bytes already held). Predicted: `pipeline.latency.memory.predict_runtime` from the file alone: LiteRT's "
+        "resident anonymous memory (RssAnon, largest sample) from just before the interpreter is created to after 3 "
+        "invokes, the file's bytes already held; code pages are left out (they vary by megabytes with the page "
+        "cache: two identical venvs differed by 1.9 MB). Predicted: `pipeline.latency.memory.predict_runtime` from the file alone: LiteRT's "
         "arena over delegate-boundary and CPU tensors + XNNPACK's planned workspace + XNNPACK's packed weights + "
-        "indirection buffers + a fixed runtime cost and a per-operator cost. Zoo nets: random weights, full-int8 "
+        "indirection buffers + a fixed runtime cost and a per-operator cost (those two fitted on these files). Zoo nets: random weights, full-int8 "
         f"PTQ with uint8 I/O. Run time {elapsed_s / 60:.1f} min.",
         "",
         f"**{within} of {len(rows)} within ±{TOLERANCE:.0%}**; worst: {worst['label']} at "

@@ -17,11 +17,11 @@ Two pictures:
   channels rounded up, an int32 bias and a float scale per channel), keeps an indirection buffer of
   input-row pointers per spatial convolution, and plans its internal activations with its own
   greedy-by-size planner (tensor sizes rounded to 16 then 64 bytes, elementwise ops in place).
-  A fixed runtime cost (interpreter, delegate, kernel code pages) and a per-operator cost, measured
+  A fixed runtime cost (interpreter and delegate objects) and a per-operator cost, measured
   on this machine, complete it. The flatbuffer itself is not counted in the growth: the caller holds
   its bytes before the interpreter exists (``total_bytes`` adds it).
 
-``measure_peak`` measures the growth of a fresh child process's peak resident memory (VmHWM) from
+``measure_peak`` measures the growth of a fresh child process's resident anonymous memory (RssAnon) from
 just before the interpreter is created to after a few invokes.
 """
 from __future__ import annotations
@@ -49,11 +49,12 @@ GEMM_MR, GEMM_NR, GEMM_KR = 7, 16, 8
 FLOAT_GEMM_NR = 16
 DWCONV_CHANNEL_TILE, FLOAT_DWCONV_CHANNEL_TILE = 32, 16
 DWCONV_PRIMARY_TILES = (9, 25)  # unipass kernels; larger kernels run multipass with 25-tap steps
-# Fitted on this machine (benchmarks/memory.py, 41 files, minimax relative error): the interpreter, the
-# XNNPACK delegate and the kernel code pages a model touches; per operator, LiteRT's node and XNNPACK's
-# operator objects. Each extra thread adds a stack of which little is touched (0-70 KB measured).
-RUNTIME_FIXED_BYTES = 3_420_000
-PER_OPERATOR_BYTES = 7_500
+# Fitted on this machine (benchmarks/memory.py, 41 files, minimax relative error) against the anonymous
+# memory the interpreter allocates: LiteRT's and XNNPACK's fixed objects, and per operator LiteRT's node and
+# XNNPACK's operator objects. Code pages are not counted (see _measure_child). Each extra thread adds a
+# stack of which little is touched (0-70 KB measured).
+RUNTIME_FIXED_BYTES = 20_000
+PER_OPERATOR_BYTES = 3_000
 PER_THREAD_BYTES = 30_000
 MEASURE_INVOKES = 3
 MEASURE_TIMEOUT_S = 300
@@ -417,7 +418,8 @@ def predict_runtime(model: TFLiteModel, threads: int = 1) -> RuntimePrediction:
 
 
 def measure_peak(path: str | Path, threads: int = 1, xnnpack: bool = True) -> dict:
-    """Measured growth of peak resident memory (VmHWM) when LiteRT loads, allocates and runs ``path``.
+    """Measured growth of resident anonymous memory (RssAnon, its largest sample) when LiteRT loads, allocates
+    and runs ``path``.
 
     Runs in a fresh child process so nothing else this process did counts: the child imports LiteRT
     and numpy and reads the file, resets its peak to the current resident size, then creates the
@@ -444,7 +446,8 @@ def measure_peak(path: str | Path, threads: int = 1, xnnpack: bool = True) -> di
 
 def _status() -> dict[str, int]:
     text = Path("/proc/self/status").read_text()
-    return {key: int(value) * 1024 for key, value in re.findall(r"^(VmHWM|VmRSS):\s+(\d+) kB", text, re.M)}
+    return {key: int(value) * 1024
+            for key, value in re.findall(r"^(VmHWM|VmRSS|RssAnon|RssFile):\s+(\d+) kB", text, re.M)}
 
 
 def _measure_child() -> None:
@@ -477,13 +480,17 @@ def _measure_child() -> None:
         print(first_line(exc) or type(exc).__name__)
         sys.exit(1)
     invoked = _status()
-    base = before["VmRSS"]
+    # Anonymous memory is what the interpreter allocates (arena, packed weights, workspace, objects). The
+    # library code pages it touches (RssFile) vary by megabytes with the machine's page-cache state (two
+    # identical venvs differed by 1.9 MB on the same model), so they are reported but not compared.
+    anon = before["RssAnon"]
     print(json.dumps({
-        "baseline_rss_bytes": base,
-        "created_bytes": created["VmHWM"] - base,
-        "allocated_bytes": allocated["VmHWM"] - base,
-        "peak_growth_bytes": invoked["VmHWM"] - base,
-        "rss_growth_bytes": invoked["VmRSS"] - base,
+        "baseline_rss_bytes": before["VmRSS"],
+        "created_bytes": created["RssAnon"] - anon,
+        "allocated_bytes": allocated["RssAnon"] - anon,
+        "peak_growth_bytes": max(s["RssAnon"] for s in (created, allocated, invoked)) - anon,
+        "rss_growth_bytes": invoked["VmRSS"] - before["VmRSS"],
+        "code_pages_bytes": invoked["RssFile"] - before["RssFile"],
         "threads": threads,
         "xnnpack": xnnpack,
         "invokes": MEASURE_INVOKES,

@@ -53,7 +53,7 @@ def _markdown(config: RunConfig, state: dict, rows: list[dict]) -> str:
         f"integer I/O: {config.io_dtype}." + (f" Adapted to {config.latency_budget} ({config.adapt_strategy})."
                                               if config.latency_budget else ""),
         "",
-        "Peak memory: LiteRT + XNNPACK's measured growth of a fresh process's peak resident memory, 1 thread.",
+        "Peak memory: the anonymous memory LiteRT + XNNPACK allocate for the model in a fresh process, 1 thread.",
         "",
         "| stage | accuracy | size (bytes) | gzip (bytes) | weight sparsity | latency 1 thread (ms) | latency 2 threads (ms) "
         "| peak memory (MB) |",
