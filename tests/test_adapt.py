@@ -81,7 +81,7 @@ def test_budgets_no_pruning_can_meet_are_one_line(trained, table, run_data, tmp_
 def test_table_of_another_thread_count_or_memory_budget_out_of_reach(trained, table, run_data, tmp_path):
     threads = _adapt(trained, table, run_data, tmp_path / "a", "--budget", "0.8x", "--threads", "2", *FAST)
     assert threads.exit_code == 1 and "measured at 1 thread(s), not 2" in _error(threads)
-    memory = _adapt(trained, table, run_data, tmp_path / "b", "--budget", "0.8x", "--memory-budget", "0.5", *FAST)
+    memory = _adapt(trained, table, run_data, tmp_path / "b", "--budget", "0.8x", "--memory-budget", "0.02", *FAST)
     assert memory.exit_code == 1 and "smallest reachable predicted peak memory" in _error(memory)
 
 
