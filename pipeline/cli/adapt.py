@@ -5,15 +5,13 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import emit, json_option, model_file
+from pipeline.cli.common import emit, field_default, json_option, model_file
 
 
 def _default(name: str):
-    from dataclasses import fields
-
     from pipeline.stages.adapt import AdaptSettings
 
-    return next(f.default for f in fields(AdaptSettings) if f.name == name)
+    return field_default(AdaptSettings, name)
 
 
 @click.command()

@@ -71,3 +71,10 @@ def zoo_options(command: Callable) -> Callable:
     )):
         command = option(command)
     return command
+
+
+def field_default(settings_class: type, name: str) -> Any:
+    """The default of a settings dataclass's field, so a CLI option never restates it."""
+    from dataclasses import fields
+
+    return next(f.default for f in fields(settings_class) if f.name == name)

@@ -6,15 +6,13 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import emit, json_option
+from pipeline.cli.common import emit, field_default, json_option
 
 
 def _default(name: str):
-    from dataclasses import fields
-
     from pipeline.search.study import SearchSettings
 
-    return next(f.default for f in fields(SearchSettings) if f.name == name)
+    return field_default(SearchSettings, name)
 
 
 def _datasets(data: str, validation_split: float, seed: int, progress: bool):

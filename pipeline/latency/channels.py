@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.latency.kernels import Kernel, TensorSpec, unpack
+from pipeline.latency.kernels import Kernel, TensorSpec, is_constant, unpack
 from pipeline.latency.predict import check_table, model_kernels
 from pipeline.latency.table import LatencyTable
 
@@ -52,7 +52,7 @@ class ChannelLatency:
         self.slots: list[_Slot] = []
         for row in model_kernels(model, table.fusions):
             op = graph.operators[row.ops[0]]
-            ins = tuple(tensor_groups.get(int(t)) for t in op.inputs if t >= 0 and _activation(graph, model, int(t)))
+            ins = tuple(tensor_groups.get(int(t)) for t in op.inputs if t >= 0 and not is_constant(model, graph.tensors[int(t)]))
             last = graph.operators[row.ops[-1]]
             self.slots.append(_Slot(row.kernel, ins, tensor_groups.get(int(last.outputs[0]))))
         self.base = table.predict_kernels([s.kernel for s in self.slots])
@@ -137,8 +137,3 @@ def _with_channels(spec: TensorSpec, channels: int | None) -> TensorSpec:
         return spec
     return TensorSpec((*spec.shape[:-1], channels), spec.dtype, spec.constant, spec.values)
 
-
-def _activation(graph, model, tensor: int) -> bool:
-    buffer = graph.tensors[tensor].buffer
-    data = model.buffers[buffer].data if 0 <= buffer < len(model.buffers) else None
-    return data is None or len(data) == 0

@@ -121,7 +121,7 @@ def op_name(model: "schema.ModelT", op: "schema.OperatorT") -> str:
     return OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
 
 
-def _is_constant(model: "schema.ModelT", tensor: "schema.TensorT") -> bool:
+def is_constant(model: "schema.ModelT", tensor: "schema.TensorT") -> bool:
     data = model.buffers[tensor.buffer].data if 0 <= tensor.buffer < len(model.buffers) else None
     return data is not None and len(data) > 0
 
@@ -130,7 +130,7 @@ def _spec(model: "schema.ModelT", index: int) -> TensorSpec:
     tensor = model.subgraphs[0].tensors[index]
     dtype = _TYPE_NAMES.get(tensor.type, "unknown")
     shape = tuple(int(d) for d in (tensor.shape if tensor.shape is not None else ()))
-    constant = _is_constant(model, tensor)
+    constant = is_constant(model, tensor)
     values = None
     if constant and dtype in ("int32", "int64") and int(np.prod(shape, dtype=np.int64)) <= 8:
         raw = bytes(bytearray(model.buffers[tensor.buffer].data))
@@ -168,7 +168,7 @@ def submodel(model: "schema.ModelT", indices: Iterable[int]) -> bytes:
     inputs, outputs = [], []
     for op in ops:
         for t in (op.inputs if op.inputs is not None else ()):
-            if t >= 0 and t not in produced and t not in inputs and not _is_constant(model, graph.tensors[t]):
+            if t >= 0 and t not in produced and t not in inputs and not is_constant(model, graph.tensors[t]):
                 inputs.append(t)
     rest = [graph.operators[i] for i in range(len(graph.operators)) if i not in set(chosen)]
     read_elsewhere = {t for op in rest for t in (op.inputs if op.inputs is not None else ())}

@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
 from pipeline.core.errors import PipelineError, first_line
+from pipeline.core.litert import random_input
 
 
 class Measurer(Protocol):
@@ -28,22 +27,6 @@ class Measurer(Protocol):
 
     def describe(self) -> dict:
         """Where and how it measures (recorded in tables and profiles)."""
-
-
-def fill_inputs(interpreter, seed: int = 0) -> None:
-    """Random data in every input, integer or float, reproducible."""
-    rng = np.random.default_rng(seed)
-    for detail in interpreter.get_input_details():
-        dtype = detail["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            low, high = max(info.min, -128), min(info.max, 127) + 1
-            data = rng.integers(low, high, size=detail["shape"]).astype(dtype)
-        elif dtype == np.bool_:
-            data = rng.integers(0, 2, size=detail["shape"]).astype(bool)
-        else:
-            data = rng.uniform(-1, 1, size=detail["shape"]).astype(dtype)
-        interpreter.set_tensor(detail["index"], data)
 
 
 @dataclass
@@ -64,7 +47,7 @@ class LocalMeasurer:
             interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise PipelineError(f"LiteRT cannot load the kernel: {first_line(exc)}") from None
-        fill_inputs(interpreter)
+        random_input(interpreter)
         return interpreter
 
     def time(self, model: bytes) -> float:
