@@ -79,7 +79,10 @@ def render(rows: list[dict], threads: int, elapsed_s: float) -> str:
         "invokes, the file's bytes already held; code pages are left out (they vary by megabytes with the page "
         "cache: two identical venvs differed by 1.9 MB). Predicted: `pipeline.latency.memory.predict_runtime` from the file alone: LiteRT's "
         "arena over delegate-boundary and CPU tensors + XNNPACK's planned workspace + XNNPACK's packed weights + "
-        "indirection buffers + a fixed runtime cost and a per-operator cost (those two fitted on these files). Zoo nets: random weights, full-int8 "
+        "indirection buffers + a fixed runtime cost, a cost per LiteRT operator and one per XNNPACK operator (a split or "
+        "concatenation runs as one copy operator per part; the three fitted on these files). Files of a few tens of KB "
+        "measure in 4 KB pages that vary by one to two between runs (split_concat: 12-20 KB in six runs), beyond any "
+        "10 % goal. Zoo nets: random weights, full-int8 "
         f"PTQ with uint8 I/O. Run time {elapsed_s / 60:.1f} min.",
         "",
         f"**{within} of {len(rows)} within ±{TOLERANCE:.0%}**; worst: {worst['label']} at "

@@ -37,6 +37,7 @@ FAMILIES = [
     ("squeezenet_1_0", 64, {}),
     ("squeezenet_1_1", 64, {}),
     ("shufflenet_v1", 32, {"alpha": 0.25, "groups": 1}),
+    ("shufflenet_v1", 32, {"alpha": 0.25, "groups": 3}),  # grouped 1x1 convs and their shuffles
     ("shufflenet_v2", 32, {"alpha": 0.5}),
     ("mnasnet_a1", 32, {"alpha": 0.35}),
     ("mnasnet_b1", 32, {"alpha": 0.35}),
@@ -77,16 +78,14 @@ def zero_removed(model: keras.Model, kept: dict[int, np.ndarray]) -> None:
     """Zero the removed channels in place: gamma and beta of every batch norm reading them, kernel and bias of
     every layer writing them, so every tensor of the group carries exact zeros there (or a gate multiplying a
     zero)."""
-    groups = {g.id: g for g in channel_groups(model)}
     layouts = layer_channels(model)
 
-    def removed_positions(layout: tuple[int, ...]) -> np.ndarray:
-        positions, offset = [], 0
-        for gid in layout:
-            if gid in kept:
-                positions.append(offset + np.setdiff1d(np.arange(groups[gid].size), kept[gid]))
-            offset += groups[gid].size
-        return np.concatenate(positions) if positions else np.zeros(0, dtype=int)
+    def removed_positions(channel_map: np.ndarray) -> np.ndarray:
+        removed = np.zeros(len(channel_map), dtype=bool)
+        for gid, indices in kept.items():
+            mine = channel_map[:, 0] == gid
+            removed[mine] = ~np.isin(channel_map[mine, 1], indices)
+        return np.flatnonzero(removed)
 
     for layer in model.layers:
         inner = getattr(layer, "layer", layer)
@@ -94,13 +93,13 @@ def zero_removed(model: keras.Model, kept: dict[int, np.ndarray]) -> None:
             continue
         channels = layouts[layer.name]
         if isinstance(inner, L.BatchNormalization):
-            removed = removed_positions(channels.inputs[0])
+            removed = removed_positions(channels.input_map[0])
             for variable in (inner.gamma, inner.beta):
                 value = variable.numpy()
                 value[removed] = 0
                 variable.assign(value)
         elif isinstance(inner, (L.Conv2D, L.Dense, L.DepthwiseConv2D)):
-            removed = removed_positions(channels.outputs[0])
+            removed = removed_positions(channels.output_map[0])
             weights = inner.get_weights()
             kernel_axis = 2 if isinstance(inner, L.DepthwiseConv2D) else -1
             np.moveaxis(weights[0], kernel_axis, 0)[removed] = 0
@@ -139,7 +138,8 @@ def assert_pruning_is_exact(model: keras.Model, seed: int = 0) -> keras.Model:
     return pruned
 
 
-@pytest.mark.parametrize("name,size,knobs", FAMILIES, ids=[getattr(f, "id", None) or f[0] for f in FAMILIES])
+@pytest.mark.parametrize("name,size,knobs", FAMILIES, ids=[getattr(f, "id", None) or f[0] + (
+    f"_g{f[2]['groups']}" if "groups" in f[2] else "") for f in FAMILIES])
 def test_every_zoo_family_prunes_exactly(name: str, size: int, knobs: dict) -> None:
     model = build_model(name, input_size=size, classes=10, classifier_activation=None, **knobs)
     assert_pruning_is_exact(model)
@@ -198,13 +198,45 @@ def test_squeeze_excite_ties_expand_to_block_and_reduce_is_its_own_group() -> No
     assert "expanded_conv_0_se_mul" in expand.consumers
 
 
-def test_shufflenet_split_and_shuffle_are_not_pruned() -> None:
-    v2 = channel_groups(build_model("shufflenet_v2", input_size=32, classes=10, alpha=0.5))
-    concat_inputs = [g for g in v2 if "stage2_unit2_conv2" in g.producers]
-    assert concat_inputs and not concat_inputs[0].prunable and "shuffle" in concat_inputs[0].reason
-    assert next(g for g in v2 if "stage2_unit2_conv1" in g.producers).prunable  # inside a branch: fine
-    v1 = channel_groups(build_model("shufflenet_v1", input_size=32, classes=10, alpha=0.25, groups=3))
-    assert not any(g.prunable for g in v1)  # grouped 1x1 convs: every group meets a split, shuffle or ragged Add
+def kept_filters(pruned: keras.Model, model: keras.Model, conv: str) -> np.ndarray:
+    """Which filters of conv layer ``conv`` pruning kept, found by its batch norm's gammas (all distinct)."""
+    old, new = (m.get_layer(f"{conv}_bn").gamma.numpy() for m in (model, pruned))
+    return np.array([int(np.argmin(np.abs(old - gamma))) for gamma in new])
+
+
+def test_shufflenet_v2_shuffle_ties_the_same_indices_and_splits_halve_the_identity_path() -> None:
+    model = randomize(build_model("shufflenet_v2", input_size=32, classes=10, alpha=0.5))
+    groups = channel_groups(model)
+    path = next(g for g in groups if "stage4_unit1_left_conv" in g.producers)  # the shuffle's two halves, tied
+    assert path.prunable and {"stage4_unit1_conv2", "stage4_unit4_conv2"} <= set(path.producers)
+    assert path.size == 96 // 8  # three splits after the first unit: each channel is 8 of left_conv's filters
+    assert layer_channels(model)["stage4_unit1_shuffle"].outputs == ((path.id,) * 16,)  # 192 channels
+    stage3 = next(g for g in groups if "stage3_unit1_left_conv" in g.producers)
+    assert stage3.size == 1  # seven splits of 96 channels: ties chain across the odd halves, nothing left to prune
+    branch = next(g for g in groups if g.producers == ("stage4_unit2_conv1", "stage4_unit2_dwconv"))
+    assert branch.size == 96 and branch.prunable  # inside a branch: untouched by the shuffle
+
+    pruned = prune_channels(model, {path.id: 5, branch.id: 40})
+    left, right = (kept_filters(pruned, model, f"stage4_unit1_{n}") for n in ("left_conv", "conv2"))
+    assert len(left) == 40 and np.array_equal(left, right)  # the same filters removed from both shuffled halves
+    assert pruned.get_layer("stage4_unit2_conv1").kernel.shape[2:] == (40, 40)  # split half in, branch group out
+    assert pruned.get_layer("conv5").kernel.shape[2] == 80
+
+
+def test_shufflenet_v1_grouped_convs_prune_equally_per_group() -> None:
+    model = randomize(build_model("shufflenet_v1", input_size=32, classes=10, alpha=0.5, groups=2))
+    groups = channel_groups(model)
+    assert next(g for g in groups if "stage4_unit2_gconv1_g0" in g.producers).size == 25  # 50 filters per group
+    assert all(g.prunable for g in groups[1:-1])
+    pruned = prune_by_ratio(model, 0.4)
+    for unit in ("stage2_unit3", "stage3_unit1", "stage4_unit2"):
+        for conv in ("gconv1", "gconv2"):
+            g0, g1 = (pruned.get_layer(f"{unit}_{conv}_g{i}") for i in (0, 1))
+            assert g0.kernel.shape == g1.kernel.shape  # equal per group, in and out
+    kept = kept_filters(pruned, model, "stage4_unit2_gconv1_g0")
+    assert len(kept) == 30 and np.array_equal(kept, kept_filters(pruned, model, "stage4_unit2_gconv1_g1"))
+    x = images(model)
+    assert pruned(x).shape == model(x).shape
 
 
 def test_importance_criteria() -> None:
@@ -309,6 +341,20 @@ def test_load_ratios(tmp_path: Path) -> None:
         load_ratios(yaml_file, plain_net())
     with pytest.raises(PipelineError, match="cannot read ratios file"):
         load_ratios(tmp_path / "missing.yaml")
+
+
+@pytest.mark.slow  # two int8 conversions, 20-40 s on 2 shared cores
+def test_pruned_shufflenets_convert_to_full_int8(tmp_path: Path) -> None:
+    from pipeline.core.tflite_file import read_model
+    from tests.helpers import convert
+
+    for name, knobs in (("shufflenet_v1", {"alpha": 0.25, "groups": 3}), ("shufflenet_v2", {"alpha": 0.5})):
+        model = randomize(build_model(name, input_size=32, classes=10, **knobs))
+        pruned = prune_by_ratio(model, 0.4)
+        assert pruned.count_params() < 0.8 * model.count_params()
+        tflite = read_model(convert(lambda inputs: pruned(inputs), (32, 32, 3), tmp_path / f"{name}.tflite"))
+        assert {t.dtype for t in tflite.tensors if not t.constant} <= {"int8", "uint8", "int32"}
+        assert "CONV_2D" in {op.name for op in tflite.operators}
 
 
 @pytest.mark.slow  # the int8 conversion alone takes 20-30 s on 2 shared cores

@@ -2,6 +2,7 @@
 against a measured interpreter, and one-line errors for bad input."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.tflite_file import Operator, Tensor, TFLiteModel, read_model
 from pipeline.latency.memory import (
     ARENA_ALIGNMENT,
+    PER_XNNPACK_OPERATOR_BYTES,
     greedy_offsets,
     measure_peak,
     memory_report,
@@ -67,6 +69,16 @@ def test_offsets_are_aligned_and_overlapping_lifetimes_never_share_bytes():
             if a < b:
                 assert spans[a][1] <= spans[b][0] or spans[b][1] <= spans[a][0]
     assert offsets[3] == 0 and size == 500  # alone in time: the 500-byte record takes offset 0
+
+
+def test_split_and_concatenation_cost_one_xnnpack_operator_per_part():
+    # input -> SPLIT into 3 -> CONCATENATION of the 3 -> output, against the same graph as two 1-in 1-out ops
+    model = graph([48, 16, 16, 16, 48], [((0,), (1, 2, 3)), ((1, 2, 3), (4,))], [0], [4])
+    model.operators = [replace(model.operators[0], name="SPLIT"), replace(model.operators[1], name="CONCATENATION")]
+    plain = graph([48, 48, 48], [((0,), (1,)), ((1,), (2,))], [0], [2], name="RESHAPE")
+    shuffled, copied = predict_runtime(model), predict_runtime(plain)
+    assert shuffled.delegated_ops == copied.delegated_ops == 2
+    assert shuffled.overhead_bytes - copied.overhead_bytes == (3 + 3 - 2) * PER_XNNPACK_OPERATOR_BYTES
 
 
 def dense_net(x):

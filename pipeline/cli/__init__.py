@@ -10,7 +10,7 @@ import click
 
 from pipeline.cli.common import OneLineErrors
 
-_COMMAND_MODULES = ("run", "stages", "files", "models", "targets", "android", "latency", "channels", "adapt", "search")
+_COMMAND_MODULES = ("run", "stages", "files", "models", "targets", "android", "latency", "channels", "adapt", "search", "supernet")
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})

@@ -58,9 +58,14 @@ def _datasets(data: str, validation_split: float, seed: int, progress: bool):
               help="Android API level the nnapi target checks against.")
 @click.option("--validation-split", type=float, default=0.1, show_default=True, help="Held-out share of --data.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--workers", type=click.IntRange(1), default=_default("workers"), show_default=True,
+              help="Candidates trained at once, as Ray tasks (an embedded local Ray unless --ray-address); "
+                   "a study may resume with another count.")
+@click.option("--ray-address", help="Join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto) instead of starting "
+                                    "a local one; every node needs this package installed.")
 @json_option
 def search(data, latency_budget, table, out, target, strategy, evaluations, minutes, epochs, train_images, hard_budget,
-           space_file, nnapi_api_level, validation_split, seed, as_json) -> None:
+           space_file, nnapi_api_level, validation_split, seed, workers, ray_address, as_json) -> None:
     """Search the inverted-residual space for the most accurate deployable net under a latency budget."""
     from pipeline.core.errors import PipelineError
     from pipeline.core.fsutil import ensure_writable_dir
@@ -77,7 +82,8 @@ def search(data, latency_budget, table, out, target, strategy, evaluations, minu
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise PipelineError(f"{space_file} is not a JSON search space") from None
     settings = SearchSettings(latency_budget, strategy, target, evaluations, minutes, epochs, train_images,
-                              hard_budget=hard_budget, nnapi_api_level=nnapi_api_level, seed=seed).check()
+                              hard_budget=hard_budget, nnapi_api_level=nnapi_api_level, seed=seed, workers=workers,
+                              ray_address=ray_address).check()
     loaded = load_table(table)
     summary = run_search(_datasets(data, validation_split, seed, not as_json), space, loaded, settings, out, progress=not as_json,
                          log=lambda line: click.echo(f"tflpipe: {line}", err=True))

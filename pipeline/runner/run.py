@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
-from pipeline.core.errors import PipelineError, StageFailed
+from pipeline.core.errors import PipelineError, StageFailed, first_line
 from pipeline.core.fsutil import ensure_writable_dir, save_keras_model, write_bytes, write_json, write_text
 from pipeline.runner.config import RunConfig
 from pipeline.stages.artifacts import ARTIFACT, ARTIFACTS, KERAS_FILES, base_float, compressed_float
@@ -85,7 +85,8 @@ class RunContext:
 
 
 def build_net(name: str, input_size: int, classes: int, weights: str | None = None, knobs: dict | None = None):
-    """A zoo net by name, or the best net of a search study (``searched:DIR``) at its own resolution."""
+    """A zoo net by name, or the best net of a search study (``searched:DIR``) at its own resolution, from
+    scratch or from ``weights`` (a zoo net's checkpoint; for a searched net, its subnet taken out of a supernet)."""
     from pipeline.search.study import SEARCHED, load_best
 
     if name.startswith(SEARCHED):
@@ -95,9 +96,16 @@ def build_net(name: str, input_size: int, classes: int, weights: str | None = No
         if input_size != arch.resolution:
             raise PipelineError(f"{name} was searched at {arch.resolution} px; run it with --input-size "
                                 f"{arch.resolution}")
-        if weights is not None:
-            raise PipelineError(f"{name} starts from scratch: --weights is for zoo nets")
-        return build(arch, classes)
+        model = build(arch, classes)
+        if weights is not None:  # e.g. the subnet `tflpipe supernet extract` took out of a supernet
+            from keras_models._common import load_weights
+
+            try:
+                load_weights(model, weights)
+            except (OSError, ValueError) as exc:
+                raise PipelineError(f"--weights {weights} does not fit {name} ({first_line(exc)}); give the .h5 "
+                                    "of the same architecture (`tflpipe supernet extract --arch STUDY`)") from None
+        return model
     from keras_models import build_model
 
     return build_model(name, input_size, classes=classes, weights=weights, **(knobs or {}))

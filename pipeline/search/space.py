@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,16 @@ class SearchSpace:
                        tuple(str(a) for a in raw["acts"]), str(raw.get("name", "custom"))).check()
         except (KeyError, TypeError, ValueError) as exc:
             raise PipelineError(f"not a search space description ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path | None) -> "SearchSpace":
+        """The space of a JSON file (``--space``); the default space without one."""
+        if path is None:
+            return cls()
+        try:
+            return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PipelineError(f"{path} is not a JSON search space ({type(exc).__name__})") from None
 
     def size(self) -> int:
         """How many distinct nets the space holds."""

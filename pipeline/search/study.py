@@ -32,6 +32,7 @@ from pipeline.search.strategies import make_strategy, mnasnet_reward
 MAX_UNDEPLOYABLE_IN_A_ROW = 200
 BEST_FILE = "best.json"  # the highest-reward net: `tflpipe run --model searched:STUDY` builds it
 SEARCHED = "searched:"
+NOT_IN_STUDY = ("workers", "ray_address")  # how a study runs, not what it compares: a resume may change them
 
 
 def load_best(study: str | Path) -> Arch:
@@ -60,12 +61,16 @@ class SearchSettings:
     hard_budget: bool = False  # infeasible (reward 0, not trained) above the budget
     nnapi_api_level: int = 30
     seed: int = 0
+    workers: int = 1  # candidates scored at once (Ray tasks when above 1); not part of the study
+    ray_address: str | None = None  # a Ray cluster to join instead of a local one; not part of the study
 
     def check(self) -> "SearchSettings":
         if self.latency_budget_ms <= 0:
             raise PipelineError("--latency-budget must be a positive number of milliseconds")
         if self.evaluations < 1 or self.epochs < 1 or self.train_images < 1 or self.batch_size < 1:
             raise PipelineError("--budget, --epochs, --train-images and --batch-size must be at least 1")
+        if self.workers < 1:
+            raise PipelineError("--workers must be at least 1")
         if self.minutes is not None and self.minutes <= 0:
             raise PipelineError("a time budget must be positive")
         return self
@@ -91,8 +96,9 @@ class Study:
     def __init__(self, out: Path, space: SearchSpace, settings: SearchSettings, table: LatencyTable) -> None:
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
-        # The budget may grow on resume (search more); everything else must match the finished trials.
-        fixed = {k: v for k, v in asdict(settings).items() if k not in ("evaluations", "minutes")}
+        # The budget may grow on resume (search more) and the workers change; everything else must match the
+        # finished trials.
+        fixed = {k: v for k, v in asdict(settings).items() if k not in ("evaluations", "minutes") + NOT_IN_STUDY}
         header = {"space": space.to_json(), "settings": fixed,
                   "table": {"target": table.target, "threads": table.threads, "device": table.device}}
         path = out / "study.json"
@@ -133,64 +139,111 @@ def train_and_score(arch: Arch, train: ImageSet, val: ImageSet, settings: Search
     return keras_accuracy(model, val)
 
 
+@dataclass(frozen=True)
+class ProxyTraining:
+    """The default score: brief training on in-memory (train, validation) images, then validation accuracy.
+
+    Arrays, not a loader: it pickles, so a Ray task receives it through the object store (once per size)."""
+
+    train: ImageSet
+    val: ImageSet
+    settings: SearchSettings
+
+    def __call__(self, arch: Arch, seed: int) -> float:
+        return train_and_score(arch, self.train, self.val, self.settings, seed)
+
+
+def _score(score: Callable[[Arch, int], float], arch: Arch, seed: int) -> float:
+    return score(arch, seed)
+
+
 def search(datasets: Callable[[int], tuple[ImageSet, ImageSet]], space: SearchSpace, table: LatencyTable,
            settings: SearchSettings, out: str | Path, progress: bool = True,
-           log: Callable[[str], None] = lambda _: None) -> dict:
+           log: Callable[[str], None] = lambda _: None, score: Callable[[Arch, int], float] | None = None) -> dict:
     """Run (or resume) a study; ``datasets(resolution)`` gives the (train, validation) images at a size.
-    Returns the study's summary with the Pareto front."""
+    Returns the study's summary with the Pareto front.
+
+    ``score(arch, seed)`` gives a candidate's accuracy (default: :class:`ProxyTraining` on ``datasets``); with
+    ``settings.workers > 1`` or a Ray address it runs in Ray workers and must pickle. Deployability and the
+    latency prediction stay here; up to ``workers`` candidates are scored at once, each trial is recorded as
+    soon as it finishes and the strategy told in completion order, so a kill loses only unfinished ones."""
     from tqdm import tqdm
+
+    from pipeline.search.distributed import make_executor
 
     settings.check()
     space.check()
     if table.device != "cpu" and settings.target == "cpu-int8":
         log(f"latencies are predicted for {table.device}, the device the table was measured on")
     study = Study(Path(out), space, settings, table)
-    strategy = make_strategy(settings.strategy, space)
-    classes = len(datasets(space.resolutions[0])[0].class_names)
-    checker = DeployabilityCheck(settings.target, classes, settings.nnapi_api_level)
-    for trial in study.trials:  # rebuild the strategy's state from the finished trials
-        if trial.get("reward") is not None:
-            strategy.tell(Arch.from_json(trial["arch"]), trial["reward"], _objectives(trial))
-    trained = sum(1 for t in study.trials if t.get("accuracy") is not None)
-    started = time.monotonic()
-    bar = tqdm(total=settings.evaluations, initial=trained, unit="net", desc=f"search ({settings.strategy})",
-               disable=not progress, leave=False)
-    refused_in_a_row, refused = 0, {t["describe"] for t in study.trials if t.get("deployable") is False}
-    while trained < settings.evaluations:
-        if settings.minutes is not None and time.monotonic() - started > settings.minutes * 60:
-            log("time budget spent")
-            break
-        number = len(study.trials)
-        arch = strategy.ask(np.random.default_rng([settings.seed, number]))
-        trial = {"number": number, "arch": arch.to_json(), "describe": arch.describe()}
-        verdict = checker.verdict(arch)
-        if not verdict.deployable:
-            refused_in_a_row += 1
-            if arch.describe() not in refused:
-                refused.add(arch.describe())
-                study.record({**trial, "deployable": False, "reasons": verdict.reasons[:3], "reward": 0.0})
-            strategy.tell(arch, 0.0)
-            if refused_in_a_row >= MAX_UNDEPLOYABLE_IN_A_ROW or len(refused) >= space.size():
-                raise PipelineError(f"no deployable candidate for {settings.target} after {refused_in_a_row} "
-                                    f"tries ({len(refused)} distinct nets); first reason: "
-                                    f"{(verdict.reasons or ['?'])[0]}")
-            continue
-        refused_in_a_row = 0
-        predicted = predict_flatbuffer(verdict.flatbuffer, table).latency_ms
-        trial.update(deployable=True, predicted_ms=predicted, size_bytes=len(verdict.flatbuffer))
-        if settings.hard_budget and predicted > settings.latency_budget_ms:
-            study.record({**trial, "reward": 0.0, "over_budget": True})
-            strategy.tell(arch, 0.0)
-            continue
-        accuracy = train_and_score(arch, *datasets(arch.resolution), settings, settings.seed + number)
-        reward = mnasnet_reward(accuracy, predicted, settings.latency_budget_ms, settings.reward_exponent,
-                                settings.hard_budget)
-        study.record({**trial, "accuracy": accuracy, "reward": reward})
-        strategy.tell(arch, reward, (accuracy, predicted))
-        trained += 1
-        bar.update(1)
-        log(f"trial {number}: {accuracy:.2%} at {predicted:.3f} ms predicted, reward {reward:.4f} ({arch.describe()})")
-    bar.close()
+    with make_executor(settings.workers, settings.ray_address, log) as executor:
+        strategy = make_strategy(settings.strategy, space)
+        classes = len(datasets(space.resolutions[0])[0].class_names)
+        checker = DeployabilityCheck(settings.target, classes, settings.nnapi_api_level)
+        for trial in study.trials:  # rebuild the strategy's state from the finished trials
+            if trial.get("reward") is not None:
+                strategy.tell(Arch.from_json(trial["arch"]), trial["reward"], _objectives(trial))
+        trained = sum(1 for t in study.trials if t.get("accuracy") is not None)
+        started = time.monotonic()
+        bar = tqdm(total=settings.evaluations, initial=trained, unit="net", desc=f"search ({settings.strategy})",
+                   disable=not progress, leave=False)
+        refused_in_a_row, refused = 0, {t["describe"] for t in study.trials if t.get("deployable") is False}
+        # Numbers of trials killed while running are never reused: a resumed study numbers on after the highest.
+        number = 1 + max((t["number"] for t in study.trials), default=-1)
+        shared: dict = {}  # the scorer in the executor's store: one per resolution, or the caller's one
+        running: dict[int, tuple[dict, Arch]] = {}
+        time_left = True
+        while True:
+            while time_left and len(running) < executor.slots and trained + len(running) < settings.evaluations:
+                if settings.minutes is not None and time.monotonic() - started > settings.minutes * 60:
+                    log("time budget spent")
+                    time_left = False
+                    break
+                # A refused net leaves the number free; the retry draws from another stream, not the same net.
+                seed = [settings.seed, number] + ([refused_in_a_row] if refused_in_a_row else [])
+                arch = strategy.ask(np.random.default_rng(seed))
+                trial = {"number": number, "arch": arch.to_json(), "describe": arch.describe()}
+                verdict = checker.verdict(arch)
+                if not verdict.deployable:
+                    refused_in_a_row += 1
+                    if arch.describe() not in refused:
+                        refused.add(arch.describe())
+                        study.record({**trial, "deployable": False, "reasons": verdict.reasons[:3], "reward": 0.0})
+                        number += 1
+                    strategy.tell(arch, 0.0)
+                    if refused_in_a_row >= MAX_UNDEPLOYABLE_IN_A_ROW or len(refused) >= space.size():
+                        raise PipelineError(f"no deployable candidate for {settings.target} after {refused_in_a_row} "
+                                            f"tries ({len(refused)} distinct nets); first reason: "
+                                            f"{(verdict.reasons or ['?'])[0]}")
+                    continue
+                refused_in_a_row = 0
+                number += 1
+                predicted = predict_flatbuffer(verdict.flatbuffer, table).latency_ms
+                trial.update(deployable=True, predicted_ms=predicted, size_bytes=len(verdict.flatbuffer))
+                if settings.hard_budget and predicted > settings.latency_budget_ms:
+                    study.record({**trial, "reward": 0.0, "over_budget": True})
+                    strategy.tell(arch, 0.0)
+                    continue
+                key = None if score is not None else arch.resolution
+                if key not in shared:
+                    shared[key] = executor.share(score if score is not None else
+                                                 ProxyTraining(*datasets(arch.resolution), settings))
+                executor.submit(trial["number"], _score, shared[key], arch, settings.seed + trial["number"])
+                running[trial["number"]] = (trial, arch)
+            if not running:
+                break
+            finished, accuracy = executor.next_done()
+            trial, arch = running.pop(finished)
+            predicted = trial["predicted_ms"]
+            reward = mnasnet_reward(accuracy, predicted, settings.latency_budget_ms, settings.reward_exponent,
+                                    settings.hard_budget)
+            study.record({**trial, "accuracy": accuracy, "reward": reward})
+            strategy.tell(arch, reward, (accuracy, predicted))
+            trained += 1
+            bar.update(1)
+            log(f"trial {finished}: {accuracy:.2%} at {predicted:.3f} ms predicted, reward {reward:.4f} "
+                f"({arch.describe()})")
+        bar.close()
     return finish(study, table, settings, classes)
 
 

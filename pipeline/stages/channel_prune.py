@@ -1,12 +1,24 @@
 """Structured channel pruning: remove whole filters from a tf_keras model and rebuild it smaller and dense.
 
-Pruning a filter removes a channel everywhere it travels, so the channels of a model are first split into
-*groups*: the channels one set of producers (conv, dense, depthwise) writes and the same channels every later
-layer reads. Layers that combine tensors element-wise (``Add``, ``Multiply``: residuals, squeeze-excite) tie
-their inputs' groups into one, which must shrink as one; ``Concatenate`` keeps its inputs' groups side by side.
-Channels whose order a layer changes or mixes in ways that a smaller tensor cannot reproduce (ShuffleNet's
-``ChannelSplit``/``ChannelShuffle``, grouped convs, a reshape that folds space into channels, a softmax over
-channels), the model input and the model outputs are marked not prunable, which is always safe.
+Pruning a filter removes a channel everywhere it travels, so the analysis follows every channel through the
+graph. Each filter a producer (conv, dense, depthwise) writes is one channel; layers that combine tensors
+element-wise (``Add``, ``Multiply``: residuals, squeeze-excite) *tie* the channels at the same position of
+their inputs, which are then kept or removed as one; ``Concatenate`` puts its inputs side by side. The
+channels a producer writes, and every channel tied to one of them, form a *group*: the unit a caller shrinks
+("keep k channels of group g", the k most important ones).
+
+ShuffleNet's ``ChannelShuffle`` (g groups) is a fixed permutation: output ``j*g + i`` is input ``i*C/g + j``.
+If the same indices ``j`` are removed from each of the g parts it interleaves, the shuffle of the smaller
+tensor is exactly the kept part of the shuffled original; with different indices (even as many) it is in
+general not. So a shuffle ties its g parts index by index. A ``ChannelSplit`` into equal parts only needs
+as many channels kept in each part; it ties its parts index by index too, the simplest way to guarantee
+that, and what grouped 1x1 convs (split, a conv per part, concatenate) ask: the same filters removed from
+every group. Ties can chain until a group shrinks to few channels, each one many filters wide (a ShuffleNet
+v2 stage's identity path: every unit's split halves it), or to one that cannot shrink.
+
+Channels whose order a layer changes or mixes in ways that a smaller tensor cannot reproduce (Keras grouped
+convs, a reshape that folds space into channels, a softmax over channels, a channel broadcast), the model
+input and the model outputs are marked not prunable, which is always safe.
 
 The pruned model is rebuilt from the original's config with fewer ``filters``/``units`` and every weight
 sliced to the kept channels (kernels on both sides, biases, batch-norm parameters and moving statistics), so
@@ -33,7 +45,7 @@ class ChannelGroup:
     """Channels that must be pruned together, with the layers that write them and those that read them."""
 
     id: int
-    size: int  # channels now
+    size: int  # channels now (a channel that a shuffle or split copies around counts once)
     producers: tuple[str, ...]  # layers whose OUTPUT channels are this group (conv/dense/depthwise)
     consumers: tuple[str, ...]  # layers whose INPUT channels hold this group (weighted or not)
     prunable: bool
@@ -42,10 +54,18 @@ class ChannelGroup:
 
 @dataclass(frozen=True)
 class LayerChannels:
-    """Which groups, in order, make up the channels of each input and output tensor of a layer."""
+    """Which groups make up each input and output tensor of a layer, and where each of its channels comes from.
+
+    ``inputs``/``outputs`` list each tensor's groups in order of first appearance, a group as many times as
+    the tensor holds copies of it (a shuffle's output holds its group twice), so a tensor's channel count is
+    the sum of its groups' sizes however they are pruned: a cost model's view. ``input_map``/``output_map``
+    hold, per tensor, one row (group id, index in the group) per channel, in the tensor's order.
+    """
 
     inputs: tuple[tuple[int, ...], ...]
     outputs: tuple[tuple[int, ...], ...]
+    input_map: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
+    output_map: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
 
 
 # Layer classes matched exactly (a subclass such as Conv2DTranspose lays its kernel out differently).
@@ -101,50 +121,56 @@ def _unsupported(layer: keras.layers.Layer, why: str) -> PipelineError:
     return PipelineError(f"cannot prune channels through layer {layer.name!r} ({type(layer).__name__}): {why}")
 
 
+def _find(parent: list[int], a: int) -> int:
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    return a
+
+
+def _union(parent: list[int], a: int, b: int) -> None:
+    a, b = _find(parent, a), _find(parent, b)
+    if a != b:
+        parent[max(a, b)] = min(a, b)  # the root is the oldest atom: groups number in graph order
+
+
 class _Tracker:
-    """Walks the graph once: raw groups (one per producer output), their ties (union-find) and every layout."""
+    """Walks the graph once, filter by filter. Every filter a producer writes is an *atom*; a tensor is the
+    array of its channels' atoms. Atoms that must be kept or removed together are tied into one channel
+    (union-find ``channel``)."""
 
     def __init__(self, model: keras.Model) -> None:
-        self.sizes: list[int] = []
-        self.parent: list[int] = []
-        self.reasons: dict[int, str] = {}  # raw group -> first reason it may not be pruned
-        self.roles: list[tuple[str, str, int]] = []  # (layer, "producer"|"consumer", raw group), graph order
-        self.layouts: dict[str, tuple[list[tuple[int, ...]], list[tuple[int, ...]]]] = {}
+        self.channel: list[int] = []
+        self.tensors: list[np.ndarray] = []  # every tensor's atoms, each once
+        self.reasons: dict[int, str] = {}  # atom -> first reason its group may not be pruned
+        self.roles: list[tuple[str, str, np.ndarray]] = []  # (layer, "producer"|"consumer", atoms), graph order
+        self.layouts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         self.weighted: dict[str, keras.layers.Layer] = {}  # layer name -> inner layer whose weights get sliced
         self._zoo = _zoo_layers()
         self._walk(model)
 
-    # union-find over raw groups
-    def find(self, g: int) -> int:
-        while self.parent[g] != g:
-            self.parent[g] = self.parent[self.parent[g]]
-            g = self.parent[g]
-        return g
-
-    def _tie(self, a: int, b: int) -> None:
-        a, b = self.find(a), self.find(b)
-        if a != b:
-            self.parent[max(a, b)] = min(a, b)
-
-    def _new(self, size: int, reason: str = "") -> int:
-        self.sizes.append(int(size))
-        self.parent.append(len(self.parent))
+    def _new(self, size: int, reason: str = "") -> np.ndarray:
+        atoms = np.arange(len(self.channel), len(self.channel) + int(size))
+        self.channel.extend(atoms.tolist())
         if reason:
-            self.reasons[len(self.sizes) - 1] = reason
-        return len(self.sizes) - 1
+            self._freeze(atoms, reason)
+        return atoms
 
-    def _freeze(self, layout: tuple[int, ...], reason: str) -> None:
-        for g in layout:
-            self.reasons.setdefault(g, reason)
+    def _tie(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Channel i of ``a`` and channel i of ``b`` are kept or removed as one."""
+        for x, y in zip(a.tolist(), b.tolist()):
+            _union(self.channel, x, y)
 
-    def _channels(self, layout: tuple[int, ...]) -> int:
-        return sum(self.sizes[g] for g in layout)
+    def _freeze(self, atoms: np.ndarray, reason: str) -> None:
+        for a in np.unique(atoms).tolist():
+            self.reasons.setdefault(a, reason)
 
     def _walk(self, model: keras.Model) -> None:
-        tensors: dict[tuple[str, int, int], tuple[int, ...]] = {}
+        tensors: dict[tuple[str, int, int], np.ndarray] = {}
         for t in model.inputs:
             layer, node, index = t._keras_history
-            tensors[layer.name, node, index] = (self._new(t.shape[-1], "model input"),)
+            tensors[layer.name, node, index] = self._new(t.shape[-1], "model input")
+            self.tensors.append(tensors[layer.name, node, index])
         for layer in model.layers:
             if isinstance(layer, keras.layers.InputLayer):
                 continue
@@ -160,13 +186,14 @@ class _Tracker:
                 inputs = [tensors[k] for k in keys]
                 outputs = tf.nest.flatten(node.outputs)
                 in_shapes = [tuple(t.shape) for t in tf.nest.flatten(node.keras_inputs)]
-                for i, t in enumerate(inputs):
-                    if self._channels(t) != in_shapes[i][-1]:
+                for i, atoms in enumerate(inputs):
+                    if len(atoms) != in_shapes[i][-1]:
                         raise _unsupported(layer, f"lost track of its input channels ({in_shapes[i][-1]} expected)")
-                out_layouts = self._visit(layer, inputs, in_shapes, [tuple(t.shape) for t in outputs])
-                self.layouts[layer.name] = (inputs, out_layouts)
-                for i, layout in enumerate(out_layouts):
-                    tensors[layer.name, node_index, i] = layout
+                out_atoms = self._visit(layer, inputs, in_shapes, [tuple(t.shape) for t in outputs])
+                self.layouts[layer.name] = (inputs, out_atoms)
+                self.tensors += out_atoms
+                for i, atoms in enumerate(out_atoms):
+                    tensors[layer.name, node_index, i] = atoms
         for t in model.outputs:
             layer, node, index = t._keras_history
             self._freeze(tensors[layer.name, node, index], "model output")
@@ -186,25 +213,25 @@ class _Tracker:
             self.weighted[name] = layer
         zoo = self._zoo
         if kind in _PRODUCERS:
-            (layout,) = inputs
-            self._consume(name, layout)
+            (atoms,) = inputs
+            self._consume(name, atoms)
             out = self._new(out_shapes[0][-1])
             self.roles.append((name, "producer", out))
             if getattr(layer, "groups", 1) != 1:
-                self._freeze(layout + (out,), f"grouped convolution {name!r}")
+                self._freeze(np.concatenate([atoms, out]), f"grouped convolution {name!r}")
             if getattr(layer, "depth_multiplier", 1) != 1:
-                self._freeze(layout, f"depth_multiplier of {name!r}")
+                self._freeze(atoms, f"depth_multiplier of {name!r}")
             if getattr(getattr(layer, "activation", None), "__name__", "") in _SOFTMAX_NAMES:
-                self._freeze((out,), f"softmax over the channels of {name!r}")
-            return [(out,)]
+                self._freeze(out, f"softmax over the channels of {name!r}")
+            return [out]
         if kind is _L.DepthwiseConv2D:
-            (layout,) = inputs
-            self._consume(name, layout)
+            (atoms,) = inputs
+            self._consume(name, atoms)
             if layer.depth_multiplier != 1:
-                self._freeze(layout, f"depth_multiplier of {name!r}")
-                return [(self._new(out_shapes[0][-1], f"depth_multiplier of {name!r}"),)]
-            self.roles.extend((name, "producer", g) for g in layout)
-            return [layout]
+                self._freeze(atoms, f"depth_multiplier of {name!r}")
+                return [self._new(out_shapes[0][-1], f"depth_multiplier of {name!r}")]
+            self.roles.append((name, "producer", atoms))
+            return [atoms]
         if kind is _L.BatchNormalization:
             if layer.axis not in ([-1], [len(in_shapes[0]) - 1]):
                 raise _unsupported(layer, f"batch norm over axis {layer.axis}, not the channels")
@@ -222,11 +249,10 @@ class _Tracker:
         if kind in _MERGES:
             return [self._merge(name, inputs, in_shapes, out_shapes[0])]
         if kind is _L.Concatenate:
-            for layout in inputs:
-                self._consume(name, layout)
-            rank = len(out_shapes[0])
-            if layer.axis in (-1, rank - 1):
-                return [tuple(g for layout in inputs for g in layout)]
+            for atoms in inputs:
+                self._consume(name, atoms)
+            if layer.axis in (-1, len(out_shapes[0]) - 1):
+                return [np.concatenate(inputs)]
             return [self._merge(name, inputs, in_shapes, out_shapes[0])]
         if kind in _RESHAPES:
             self._consume(name, inputs[0])
@@ -234,47 +260,81 @@ class _Tracker:
                     and in_shapes[0][-1] == out_shapes[0][-1]:
                 return [inputs[0]]  # only unit dimensions move: the channels stay as they are
             return self._opaque(inputs, out_shapes, f"channels reshaped at {name!r}")
-        if kind in (zoo["ChannelSplit"], zoo["ChannelShuffle"]):
+        if kind is zoo["ChannelSplit"]:
             self._consume(name, inputs[0])
-            return self._opaque(inputs, out_shapes, f"channels split or shuffled at {name!r}")
+            parts = np.split(inputs[0], layer.parts)
+            for part in parts[1:]:
+                self._tie(parts[0], part)  # equal counts per part, the same indices in each
+            return parts
+        if kind is zoo["ChannelShuffle"]:
+            self._consume(name, inputs[0])
+            parts = inputs[0].reshape(layer.groups, -1)
+            for part in parts[1:]:
+                self._tie(parts[0], part)  # the same indices removed from every part it interleaves
+            return [parts.T.reshape(-1)]  # output j * groups + i is input i * (C / groups) + j
         raise _unsupported(layer, "this layer type is not supported; supported are convs, dense, depthwise, "
                                   "batch norm, element-wise layers, pooling, Add/Multiply/Concatenate and the zoo's")
 
-    def _consume(self, name: str, layout: tuple[int, ...]) -> None:
-        self.roles.extend((name, "consumer", g) for g in layout)
+    def _consume(self, name: str, atoms: np.ndarray) -> None:
+        self.roles.append((name, "consumer", atoms))
 
     def _opaque(self, inputs: list, out_shapes: list, reason: str) -> list:
         """Outputs whose channels cannot be traced to the inputs': all of them frozen."""
-        for layout in inputs:
-            self._freeze(layout, reason)
-        return [(self._new(shape[-1], reason),) for shape in out_shapes]
+        for atoms in inputs:
+            self._freeze(atoms, reason)
+        return [self._new(shape[-1], reason) for shape in out_shapes]
 
-    def _merge(self, name: str, inputs: list, in_shapes: list, out_shape: tuple) -> tuple[int, ...]:
-        """Element-wise combination: channel i of every input is channel i of the output, so their groups tie."""
-        for layout in inputs:
-            self._consume(name, layout)
-        broadcast = [layout for layout, shape in zip(inputs, in_shapes) if shape[-1] == 1 and out_shape[-1] != 1]
-        for layout in broadcast:
-            self._freeze(layout, f"channel broadcast at {name!r}")
-        full = [layout for layout in inputs if not any(layout is b for b in broadcast)]
-        segments = {tuple(self.sizes[g] for g in layout) for layout in full}
-        if len(segments) > 1:  # the inputs' groups do not line up: keep all of them whole
-            for layout in full:
-                self._freeze(layout, f"channel groups of different sizes meet at {name!r}")
-            return full[0]
-        for layout in full[1:]:
-            for a, b in zip(full[0], layout):
-                self._tie(a, b)
+    def _merge(self, name: str, inputs: list, in_shapes: list, out_shape: tuple) -> np.ndarray:
+        """Element-wise combination: channel i of every input is channel i of the output, so they tie."""
+        for atoms in inputs:
+            self._consume(name, atoms)
+        broadcast = [i for i, shape in enumerate(in_shapes) if shape[-1] == 1 and out_shape[-1] != 1]
+        for i in broadcast:
+            self._freeze(inputs[i], f"channel broadcast at {name!r}")
+        full = [atoms for i, atoms in enumerate(inputs) if i not in broadcast]
+        for atoms in full[1:]:
+            self._tie(full[0], atoms)
         return full[0]
 
 
 @dataclass
 class _Analysis:
-    """The groups of a model and the layout of every layer, in final group ids."""
+    """The groups of a model and the channels of every layer, in final group ids."""
 
     groups: list[ChannelGroup]
     layers: dict[str, LayerChannels]
     weighted: dict[str, keras.layers.Layer] = field(repr=False)
+
+
+def _channel_maps(tracker: _Tracker) -> tuple[np.ndarray, list[int]]:
+    """Atom -> (group id, index in the group), and the groups' sizes.
+
+    A group is the channels that every tensor holds alike: all of them or none, each as many times. They are
+    found by a signature per channel, the sum of a random 64-bit key per tensor times the copies it holds
+    there. A producer's filters stay one group unless tensors take parts of them apart (ShuffleNet v1's
+    residual adds a unit's output to the stem's channels beside a later unit's). Groups number in the order
+    of their oldest filter (the order their first producer runs), channels within a group in the order of theirs.
+    """
+    channel = np.array([_find(tracker.channel, a) for a in range(len(tracker.channel))], dtype=np.int64)
+    channels = np.unique(channel)  # sorted by each channel's oldest atom
+    of_atom = np.searchsorted(channels, channel)
+    keys = np.random.default_rng(0).integers(1, 2**63, size=len(tracker.tensors), dtype=np.uint64)
+    signature = np.zeros(len(channels), dtype=np.uint64)
+    for key, atoms in zip(keys, tracker.tensors):
+        np.add.at(signature, of_atom[atoms], key)  # wraps modulo 2**64
+    _, first, group_of = np.unique(signature, return_index=True, return_inverse=True)
+    gid = np.argsort(np.argsort(first))[group_of.reshape(-1)]  # groups in the order of their oldest channel
+    sizes = np.bincount(gid, minlength=len(first))
+    index = np.empty(len(channels), dtype=np.int64)
+    order = np.argsort(gid, kind="stable")
+    index[order] = np.arange(len(channels)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return np.stack([gid[of_atom], index[of_atom]], axis=1), sizes.tolist()
+
+
+def _composition(channel_map: np.ndarray, sizes: list[int]) -> tuple[int, ...]:
+    """A tensor's groups in order of first appearance, each once per copy of the group it holds."""
+    gids, first, counts = np.unique(channel_map[:, 0], return_index=True, return_counts=True)
+    return tuple(g for k in np.argsort(first) for g in [int(gids[k])] * (int(counts[k]) // sizes[gids[k]]))
 
 
 def _analyze(model: keras.Model) -> _Analysis:
@@ -282,22 +342,23 @@ def _analyze(model: keras.Model) -> _Analysis:
         raise PipelineError("channel pruning needs a functional or Sequential Keras model with a known input "
                             f"shape, got {type(model).__name__}")
     tracker = _Tracker(model)
-    roots = sorted({tracker.find(g) for g in range(len(tracker.sizes))})
-    final = {root: i for i, root in enumerate(roots)}
-    gid = [final[tracker.find(g)] for g in range(len(tracker.sizes))]
-    roles: dict[int, dict[str, list[str]]] = {i: {"producer": [], "consumer": []} for i in range(len(roots))}
-    for name, role, g in tracker.roles:
-        names = roles[gid[g]][role]
-        if name not in names:
-            names.append(name)
+    where, sizes = _channel_maps(tracker)
+    roles: dict[int, dict[str, list[str]]] = {g: {"producer": [], "consumer": []} for g in range(len(sizes))}
+    for name, role, atoms in tracker.roles:
+        gids, first = np.unique(where[atoms, 0], return_index=True)
+        for g in gids[np.argsort(first)].tolist():
+            if name not in roles[g][role]:
+                roles[g][role].append(name)
     reasons: dict[int, str] = {}
-    for g in sorted(tracker.reasons):
-        reasons.setdefault(gid[g], tracker.reasons[g])
-    groups = [ChannelGroup(i, tracker.sizes[root], tuple(roles[i]["producer"]), tuple(roles[i]["consumer"]),
-                           i not in reasons, reasons.get(i, "")) for i, root in enumerate(roots)]
-    layers = {name: LayerChannels(tuple(tuple(gid[g] for g in t) for t in ins), tuple(tuple(gid[g] for g in t)
-                                                                                     for t in outs))
-              for name, (ins, outs) in tracker.layouts.items()}
+    for atom in sorted(tracker.reasons):
+        reasons.setdefault(int(where[atom, 0]), tracker.reasons[atom])
+    layers = {}
+    for name, (ins, outs) in tracker.layouts.items():
+        in_maps, out_maps = tuple(where[atoms] for atoms in ins), tuple(where[atoms] for atoms in outs)
+        layers[name] = LayerChannels(tuple(_composition(m, sizes) for m in in_maps),
+                                     tuple(_composition(m, sizes) for m in out_maps), in_maps, out_maps)
+    groups = [ChannelGroup(g, size, tuple(roles[g]["producer"]), tuple(roles[g]["consumer"]), g not in reasons,
+                           reasons.get(g, "")) for g, size in enumerate(sizes)]
     return _Analysis(groups, layers, tracker.weighted)
 
 
@@ -309,15 +370,6 @@ def channel_groups(model: keras.Model) -> list[ChannelGroup]:
 def layer_channels(model: keras.Model) -> dict[str, LayerChannels]:
     """For each layer, the group ids making up its input and output channels (a cost model's view of a layer)."""
     return _analyze(model).layers
-
-
-def _offsets(layout: tuple[int, ...], groups: list[ChannelGroup]) -> list[int]:
-    return [0, *np.cumsum([groups[g].size for g in layout]).tolist()]
-
-
-def _group_slices(layout: tuple[int, ...], group: int, groups: list[ChannelGroup]) -> list[slice]:
-    starts = _offsets(layout, groups)
-    return [slice(starts[i], starts[i + 1]) for i, g in enumerate(layout) if g == group]
 
 
 def _importance(analysis: _Analysis, group: ChannelGroup, criterion: str) -> np.ndarray:
@@ -334,17 +386,17 @@ def _importance(analysis: _Analysis, group: ChannelGroup, criterion: str) -> np.
         if criterion == "bn":
             if type(layer) is not _L.BatchNormalization or not layer.scale:
                 continue
-            layout = analysis.layers[name].inputs[0]
+            channel_map = analysis.layers[name].input_map[0]
             per_channel = np.abs(layer.gamma.numpy())
         else:
             weight, axis = _KERNEL_OUT[type(layer)]
             kernel = np.moveaxis(next(w.numpy() for w in layer.weights if _weight_name(w) == weight), axis, 0)
             kernel = kernel.reshape(kernel.shape[0], -1)
             per_channel = np.abs(kernel).sum(1) if criterion == "l1" else np.sqrt((kernel ** 2).sum(1))
-            layout = analysis.layers[name].outputs[0]
-        for part in _group_slices(layout, group.id, analysis.groups):
-            score += per_channel[part]
-            found = True
+            channel_map = analysis.layers[name].output_map[0]
+        mine = channel_map[:, 0] == group.id
+        np.add.at(score, channel_map[mine, 1], per_channel[mine])  # a channel copied k times scores k filters
+        found = found or bool(mine.any())
     if not found:
         what = "batch norm with a scale (gamma)" if criterion == "bn" else "producer with filters"
         raise PipelineError(f"criterion {criterion!r} needs a {what} on channel group {group.id} "
@@ -377,9 +429,16 @@ def _kept_indices(analysis: _Analysis, keep: dict[int, int], criterion: str) -> 
     return kept
 
 
-def _layout_indices(layout: tuple[int, ...], kept: dict[int, np.ndarray], groups: list[ChannelGroup]) -> np.ndarray:
-    starts = _offsets(layout, groups)
-    return np.concatenate([starts[i] + kept.get(g, np.arange(groups[g].size)) for i, g in enumerate(layout)])
+def _kept_positions(channel_map: np.ndarray, kept: dict[int, np.ndarray]) -> np.ndarray | None:
+    """Positions of a tensor's channels that stay, in order; None when none of its groups shrink."""
+    keep = np.ones(len(channel_map), dtype=bool)
+    shrinks = False
+    for gid, indices in kept.items():
+        mine = channel_map[:, 0] == gid
+        if mine.any():
+            keep[mine] = np.isin(channel_map[mine, 1], indices)
+            shrinks = True
+    return np.flatnonzero(keep) if shrinks else None
 
 
 def _layer_configs(config: dict) -> dict[str, dict]:
@@ -435,26 +494,21 @@ def prune_channels(model: keras.Model, keep: dict[int, int], criterion: str = "l
     """
     analysis = _analyze(model)
     kept = _kept_indices(analysis, dict(keep), criterion)
-    groups = analysis.groups
     config = model.get_config()
     _strip_build_configs(config)
     configs = _layer_configs(config)
+    slices: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {}
     for name, layer in analysis.weighted.items():
-        if type(layer) in _PRODUCERS:
-            key = "units" if type(layer) is _L.Dense else "filters"
-            configs[name][key] = int(_layout_indices(analysis.layers[name].outputs[0], kept, groups).size)
+        channels = analysis.layers[name]
+        slices[name] = (_kept_positions(channels.input_map[0], kept), _kept_positions(channels.output_map[0], kept))
+        if type(layer) in _PRODUCERS and slices[name][1] is not None:
+            configs[name]["units" if type(layer) is _L.Dense else "filters"] = int(slices[name][1].size)
     pruned = _rebuild(model, config)
     for old in model.layers:
         if isinstance(old, keras.layers.InputLayer):
             continue
-        inner, channels = _unwrap(old), analysis.layers.get(old.name)
-        ins = outs = None
-        if channels is not None and old.name in analysis.weighted:
-            ins_layout, outs_layout = channels.inputs[0], channels.outputs[0]
-            if any(g in kept for g in ins_layout):
-                ins = _layout_indices(ins_layout, kept, groups)
-            if any(g in kept for g in outs_layout):
-                outs = _layout_indices(outs_layout, kept, groups)
+        inner = _unwrap(old)
+        ins, outs = slices.get(old.name, (None, None))
         try:
             _unwrap(pruned.get_layer(old.name)).set_weights(_sliced_weights(inner, ins, outs))
         except ValueError as exc:

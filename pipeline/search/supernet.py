@@ -1,0 +1,502 @@
+"""Once-for-All weight sharing (Cai et al., ICLR 2020): one supernet trained once, any subnet taken from it.
+
+The supernet holds the weights of the search space's largest net; a subnet uses a slice of them:
+
+- elastic kernel: a depthwise kxk kernel is the centre of the next larger one through a learned
+  (k*k x k*k) transformation per layer (OFA's kernel transformation matrices), 7 -> 5 -> 3;
+- elastic depth: the first d blocks of each stage;
+- elastic width: the first ``e * cin`` channels of each expansion, after they are sorted by importance
+  (L1 norm of the expansion filters; OFA's channel sorting) when width becomes elastic, and the first
+  channels of each stage's output;
+- operator choices of the space that OFA does not have: squeeze-excite skipped or applied, ReLU6 or
+  hard-swish, on the same weights;
+- elastic resolution: each batch is resized to a sampled input size.
+
+Training is progressive shrinking in four phases: ``largest`` (the largest net alone, on the labels), then
+``kernel`` (kernels, squeeze-excite and activation sampled), ``depth`` (depths too) and ``width`` (widths
+too). From the second phase on each step follows the sandwich rule with in-place distillation (Yu & Huang,
+ICCV 2019; BigNAS, Yu et al., ECCV 2020): the largest subnet learns from the labels and ``subnets`` sampled
+ones learn from its predictions.
+
+Every choice of a subnet is one int32 vector (:func:`encode`), so one traced graph, with dynamic shapes,
+trains every subnet. BatchNorm always normalizes with batch statistics in the supernet; an extracted
+subnet (:func:`extract`) is a standalone tf_keras model of :func:`pipeline.search.space.build` whose
+moving statistics are recalibrated on training images, as OFA does, before it is evaluated.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.core.data import ImageSet
+from pipeline.core.errors import PipelineError
+from pipeline.core.fsutil import atomic_path, write_json
+from pipeline.core.tf_env import keras, tf
+from pipeline.search.space import BASE_STAGES, HEAD, STEM, Arch, Block, SearchSpace, Stage, _divisible, build
+
+PHASES = ("largest", "kernel", "depth", "width")
+WEIGHTS_FILE, STATE_FILE = "supernet.npz", "supernet.json"
+_EPS = 1e-3  # the zoo's BatchNorm epsilon
+
+
+@dataclass(frozen=True)
+class SupernetSettings:
+    epochs: tuple[int, int, int, int] = (6, 3, 3, 3)  # per phase: largest, kernel, depth, width
+    learning_rate: float = 0.05
+    batch_size: int = 64
+    subnets: int = 2  # sampled subnets per step beside the largest (sandwich rule)
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+    def check(self) -> "SupernetSettings":
+        if len(self.epochs) != len(PHASES) or any(e < 0 for e in self.epochs) or not any(self.epochs):
+            raise PipelineError(f"--epochs needs {len(PHASES)} non-negative numbers ({', '.join(PHASES)}), "
+                                f"not all zero; got {list(self.epochs)}")
+        if self.learning_rate <= 0 or self.batch_size < 1 or self.subnets < 0:
+            raise PipelineError("the learning rate must be positive, the batch size and subnets at least 1 and 0")
+        return self
+
+
+def _stage_io(space: SearchSpace) -> list[tuple[int, int, int]]:
+    """(input channels, output channels, stride) of each searched stage at the space's widest widths."""
+    widest = max(space.widths)
+    found, cin = [], BASE_STAGES[0][0]
+    for base, _, stride in BASE_STAGES[1:]:
+        cout = _divisible(base * widest)
+        found.append((cin, cout, stride))
+        cin = cout
+    return found
+
+
+def _se_channels(cin, expansion):
+    """``space.build``'s squeeze-excite width, max(8, make_divisible(cin * e / 4)), on tensors."""
+    value = tf.cast(cin * expansion, tf.float32) / 4.0
+    rounded = tf.maximum(8, tf.cast((value + 4.0) // 8.0, tf.int32) * 8)
+    return tf.where(tf.cast(rounded, tf.float32) < 0.9 * value, rounded + 8, rounded)
+
+
+class Supernet:
+    """The shared weights (``tf.Variable``s named after the layers of ``space.build``) and the forward pass."""
+
+    def __init__(self, space: SearchSpace, classes: int, seed: int = 0) -> None:
+        self.space = space.check()
+        self.classes = classes
+        self.depth_slots = max(space.depths)
+        self.stages = _stage_io(space)
+        rng = np.random.default_rng(seed)
+        self.vars: dict[str, tf.Variable] = {}
+
+        def conv(name: str, shape: tuple[int, ...], bias: bool = False, bn: bool = True) -> None:
+            depthwise = name.endswith("dwconv")  # (k, k, C, 1): C channels of k*k inputs each
+            channels = shape[2] if depthwise else shape[-1]
+            fan_in = shape[0] * shape[1] * (1 if depthwise else shape[2])
+            self._add(f"{name}/kernel", rng.normal(0, math.sqrt(2.0 / fan_in), shape))
+            if bias:
+                self._add(f"{name}/bias", np.zeros(channels))
+            if bn:
+                self._add(f"{name}_bn/gamma", np.ones(channels))
+                self._add(f"{name}_bn/beta", np.zeros(channels))
+
+        conv("stem", (3, 3, 3, STEM))
+        conv("s1b1_dwconv", (3, 3, STEM, 1))
+        conv("s1b1_project", (1, 1, STEM, BASE_STAGES[0][0]))
+        kmax, emax = max(space.kernels), max(space.expansions)
+        for number, (cin, cout, _) in enumerate(self.stages, start=2):
+            for index in range(self.depth_slots):
+                name, c = f"s{number}b{index + 1}", (cin if index == 0 else cout)
+                mid = c * emax
+                conv(f"{name}_expand", (1, 1, c, mid))
+                conv(f"{name}_dwconv", (kmax, kmax, mid, 1))
+                for k in sorted(space.kernels)[:-1]:  # identity at start: the centre crop
+                    self._add(f"{name}_dwconv/transform{k}", np.eye(k * k))
+                se = int(_se_channels(c, emax))
+                conv(f"{name}_se_reduce", (1, 1, mid, se), bias=True, bn=False)
+                conv(f"{name}_se_expand", (1, 1, se, mid), bias=True, bn=False)
+                conv(f"{name}_project", (1, 1, mid, cout))
+        conv("head", (1, 1, self.stages[-1][1], HEAD))
+        self._add("predictions/kernel", rng.normal(0, math.sqrt(1.0 / HEAD), (HEAD, classes)))
+        self._add("predictions/bias", np.zeros(classes))
+
+    def _add(self, name: str, value: np.ndarray) -> None:
+        self.vars[name] = tf.Variable(np.asarray(value, np.float32), name=name.replace("/", "."))
+
+    # --- subnet encoding ---------------------------------------------------------------------------------
+    @property
+    def code_length(self) -> int:
+        return 1 + len(self.stages) * (4 + 2 * self.depth_slots)
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        """The int32 vector of a subnet: resolution, then per stage channels, depth, SE, hard-swish and the
+        kernel and expansion of each block slot."""
+        if not self.space.contains(arch):
+            raise PipelineError(f"{arch.describe()} is not in the supernet's search space")
+        code = [arch.resolution]
+        for stage, channels in zip(arch.stages, arch.channels()):
+            kernels = [b.kernel for b in stage.blocks] + [max(self.space.kernels)] * (self.depth_slots - stage.depth)
+            expansions = [b.expansion for b in stage.blocks] + [1] * (self.depth_slots - stage.depth)
+            code += [channels, stage.depth, int(stage.se), int(stage.act == "hard_swish"), *kernels, *expansions]
+        return np.asarray(code, np.int32)
+
+    def sample(self, phase: str, rng: np.random.Generator) -> Arch:
+        """A subnet of what ``phase`` has made elastic so far (progressive shrinking)."""
+        largest, space = self.space.largest(), self.space
+        level = PHASES.index(phase)
+
+        def pick(values, elastic: bool, default):
+            return values[int(rng.integers(len(values)))] if elastic else default
+
+        stages = []
+        for big in largest.stages:
+            depth = pick(space.depths, level >= 2, big.depth)
+            blocks = tuple(Block(pick(space.kernels, level >= 1, max(space.kernels)),
+                                 pick(space.expansions, level >= 3, max(space.expansions))) for _ in range(depth))
+            stages.append(Stage(pick(space.widths, level >= 3, big.width), pick(space.se, level >= 1, big.se),
+                                pick(space.acts, level >= 1, big.act), blocks))
+        return Arch(int(rng.choice(space.resolutions)), tuple(stages))
+
+    # --- forward -----------------------------------------------------------------------------------------
+    def _bn(self, x, name: str):
+        c = tf.shape(x)[-1]
+        mean, var = tf.nn.moments(x, [0, 1, 2])
+        return tf.nn.batch_normalization(x, mean, var, self.vars[f"{name}_bn/beta"][:c],
+                                         self.vars[f"{name}_bn/gamma"][:c], _EPS)
+
+    def _conv(self, x, name: str, cout, stride: int = 1, bias: bool = False):
+        kernel = self.vars[f"{name}/kernel"][:, :, : tf.shape(x)[-1], :cout]
+        y = tf.nn.conv2d(x, kernel, stride, "SAME")
+        return y + self.vars[f"{name}/bias"][:cout] if bias else y
+
+    def depthwise_kernel(self, name: str, kernel):
+        """The kxk depthwise kernel of layer ``name``: centre of the next larger one, transformed."""
+        sizes = sorted(self.space.kernels, reverse=True)
+        full = self.vars[f"{name}/kernel"]
+
+        def shrink(larger, k: int):
+            start = (larger.shape[0] - k) // 2
+            centre = larger[start:start + k, start:start + k]  # (k, k, C, 1)
+            flat = tf.reshape(tf.transpose(centre, (2, 3, 0, 1)), (-1, k * k))
+            return tf.transpose(tf.reshape(flat @ self.vars[f"{name}/transform{k}"], (-1, 1, k, k)), (2, 3, 0, 1))
+
+        chain = [full]
+        for k in sizes[1:]:
+            chain.append(shrink(chain[-1], k))
+        if not isinstance(kernel, tf.Tensor):
+            return chain[sizes.index(int(kernel))]
+        index = tf.argmax(tf.cast(tf.equal(tf.constant(sizes), kernel), tf.int32))
+        return tf.switch_case(tf.cast(index, tf.int32), [lambda t=t: t for t in chain])
+
+    @staticmethod
+    def _act(x, hard_swish):
+        """ReLU6 or hard-swish by a 0/1 flag: both are cheap element-wise ops, and arithmetic on a flag traces
+        far faster than a ``tf.cond`` (graph building, not running, dominates the supernet's first step)."""
+        flag = tf.cast(hard_swish, x.dtype)
+        relu6 = tf.nn.relu6(x)
+        return relu6 + flag * (x * tf.nn.relu6(x + 3.0) / 6.0 - relu6)
+
+    def _block(self, x, name: str, cout, stride: int, kernel, expansion, se, hard_swish, residual):
+        cin = tf.shape(x)[-1]
+        mid = cin * expansion
+        y = self._act(self._bn(self._conv(x, f"{name}_expand", mid), f"{name}_expand"), hard_swish)
+        dw = self.depthwise_kernel(f"{name}_dwconv", kernel)[:, :, :mid, :]
+        y = self._act(self._bn(tf.nn.depthwise_conv2d(y, dw, (1, stride, stride, 1), "SAME"), f"{name}_dwconv"),
+                      hard_swish)
+        # Squeeze-excite by a flag too: its gate is computed always (pooled 1x1 convs, cheap), used when on.
+        s = tf.reduce_mean(y, axis=(1, 2), keepdims=True)
+        s = self._act(self._conv(s, f"{name}_se_reduce", _se_channels(cin, expansion), bias=True), hard_swish)
+        gate = tf.nn.relu6(self._conv(s, f"{name}_se_expand", mid, bias=True) + 3.0) / 6.0
+        y = y * (1.0 + tf.cast(se, y.dtype) * (gate - 1.0))
+        y = self._bn(self._conv(y, f"{name}_project", cout), f"{name}_project")
+        if residual is True:
+            return x + y
+        if residual is False:
+            return y
+        # A stage's stride-1 first block has a shortcut only where widths happen to match; the shortcut is
+        # padded so that it has the output's shape whatever the widths (and is used only when they are equal).
+        padded = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, tf.maximum(0, cout - cin)]])[..., :cout]
+        return y + tf.cast(tf.equal(cin, cout), y.dtype) * padded
+
+    def __call__(self, images, code):
+        """Logits of subnet ``code`` on ``images`` ([-1, 1] floats), BatchNorm on batch statistics."""
+        x = tf.image.resize(images, tf.stack([code[0], code[0]]))
+        x = tf.nn.relu6(self._bn(self._conv(x, "stem", STEM, stride=2), "stem"))
+        dw = self.vars["s1b1_dwconv/kernel"]
+        x = tf.nn.relu6(self._bn(tf.nn.depthwise_conv2d(x, dw, (1, 1, 1, 1), "SAME"), "s1b1_dwconv"))
+        x = self._bn(self._conv(x, "s1b1_project", BASE_STAGES[0][0]), "s1b1_project")
+        step = 4 + 2 * self.depth_slots
+        hard_swish = None  # the head takes the last stage's activation
+        for s, (_, _, stride) in enumerate(self.stages):
+            at = 1 + s * step
+            cout, depth, se, hard_swish = code[at], code[at + 1], code[at + 2], code[at + 3]
+            for b in range(self.depth_slots):
+                kernel, expansion = code[at + 4 + b], code[at + 4 + self.depth_slots + b]
+                name = f"s{s + 2}b{b + 1}"
+                if b == 0:  # a stage's first block: its stride; a shortcut only where widths happen to match
+                    x = self._block(x, name, cout, stride, kernel, expansion, se, hard_swish,
+                                    None if stride == 1 else False)
+                else:
+                    x = tf.cond(b < depth,
+                                lambda x=x, n=name, k=kernel, e=expansion, c=cout, q=se, h=hard_swish:
+                                self._block(x, n, c, 1, k, e, q, h, True),
+                                lambda x=x: x)
+        x = self._act(self._bn(self._conv(x, "head", HEAD), "head"), hard_swish)
+        x = tf.reduce_mean(x, axis=(1, 2))
+        return x @ self.vars["predictions/kernel"] + self.vars["predictions/bias"]
+
+    # --- channel sorting, weights in and out ---------------------------------------------------------------
+    def sort_channels(self) -> None:
+        """Reorder every block's expansion channels by importance, most important first (OFA, before width
+        becomes elastic). The function the supernet computes is unchanged: a permutation on both sides."""
+        v = self.vars
+        for number in range(2, len(self.stages) + 2):
+            for index in range(1, self.depth_slots + 1):
+                name = f"s{number}b{index}"
+                order = np.argsort(-np.abs(v[f"{name}_expand/kernel"].numpy()).sum(axis=(0, 1, 2)), kind="stable")
+                for key, axis in ((f"{name}_expand/kernel", 3), (f"{name}_expand_bn/gamma", 0),
+                                  (f"{name}_expand_bn/beta", 0), (f"{name}_dwconv/kernel", 2),
+                                  (f"{name}_dwconv_bn/gamma", 0), (f"{name}_dwconv_bn/beta", 0),
+                                  (f"{name}_se_reduce/kernel", 2), (f"{name}_se_expand/kernel", 3),
+                                  (f"{name}_se_expand/bias", 0), (f"{name}_project/kernel", 2)):
+                    v[key].assign(np.take(v[key].numpy(), order, axis=axis))
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {name: var.numpy() for name, var in self.vars.items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        missing, extra = set(self.vars) - set(weights), set(weights) - set(self.vars)
+        wrong = [n for n in self.vars if n in weights and weights[n].shape != tuple(self.vars[n].shape)]
+        if missing or extra or wrong:
+            raise PipelineError(f"the saved supernet does not fit this space ({len(missing)} weights missing, "
+                                f"{len(extra)} unknown, {len(wrong)} of another shape"
+                                f"{', e.g. ' + wrong[0] if wrong else ''})")
+        for name, var in self.vars.items():
+            var.assign(weights[name])
+
+    def subnet_weights(self, arch: Arch) -> dict[str, list[np.ndarray]]:
+        """Per Keras layer of ``build(arch)``, its weights sliced (and transformed) out of the supernet."""
+        v = {name: var.numpy() for name, var in self.vars.items()}
+        out: dict[str, list[np.ndarray]] = {}
+
+        def conv(name: str, cin: int, cout: int, bias: bool = False) -> None:
+            out[name] = [v[f"{name}/kernel"][:, :, :cin, :cout]] + ([v[f"{name}/bias"][:cout]] if bias else [])
+
+        def bn(name: str, c: int) -> None:
+            out[f"{name}_bn"] = [v[f"{name}_bn/gamma"][:c], v[f"{name}_bn/beta"][:c], np.zeros(c, np.float32),
+                                 np.ones(c, np.float32)]
+
+        conv("stem", 3, STEM), bn("stem", STEM)
+        out["s1b1_dwconv"] = [v["s1b1_dwconv/kernel"]]
+        bn("s1b1_dwconv", STEM)
+        conv("s1b1_project", STEM, BASE_STAGES[0][0]), bn("s1b1_project", BASE_STAGES[0][0])
+        cin = BASE_STAGES[0][0]
+        for number, (stage, cout) in enumerate(zip(arch.stages, arch.channels()), start=2):
+            for index, block in enumerate(stage.blocks, start=1):
+                name, mid = f"s{number}b{index}", cin * block.expansion
+                conv(f"{name}_expand", cin, mid), bn(f"{name}_expand", mid)
+                out[f"{name}_dwconv"] = [self.depthwise_kernel(f"{name}_dwconv", block.kernel).numpy()[:, :, :mid]]
+                bn(f"{name}_dwconv", mid)
+                if stage.se:
+                    se = max(8, _divisible(cin * block.expansion / 4))
+                    conv(f"{name}_se_reduce", mid, se, bias=True)
+                    conv(f"{name}_se_expand", se, mid, bias=True)
+                conv(f"{name}_project", mid, cout), bn(f"{name}_project", cout)
+                cin = cout
+        conv("head", cin, HEAD), bn("head", HEAD)
+        out["predictions"] = [v["predictions/kernel"], v["predictions/bias"]]
+        return out
+
+
+def extract(supernet: Supernet, arch: Arch, recalibrate_on: ImageSet | None = None, batches: int = 20):
+    """``arch`` as a standalone tf_keras model with the supernet's weights; with ``recalibrate_on`` (images
+    at ``arch.resolution``), BatchNorm moving statistics set to their average over training batches."""
+    from pipeline.stages.train import FitSettings, recalibrate_batchnorm
+
+    supernet.encode(arch)  # refuses an architecture outside the space
+    model = build(arch, supernet.classes)
+    for name, weights in supernet.subnet_weights(arch).items():
+        model.get_layer(name).set_weights(weights)
+    if recalibrate_on is not None:
+        recalibrate_batchnorm(model, recalibrate_on, FitSettings(epochs=1, batch_size=64), batches=batches)
+    return model
+
+
+# --- training ----------------------------------------------------------------------------------------------
+def read_state(out: Path) -> dict:
+    """A supernet folder's state ({} for a new folder); a damaged one is one line, before any work."""
+    path = out / STATE_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise PipelineError(f"{path} is damaged; remove it (and {WEIGHTS_FILE}) to train the supernet anew") from None
+
+
+def _save(net: Supernet, out: Path, state: dict) -> None:
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **net.get_weights())
+    write_json(out / STATE_FILE, state)
+
+
+def load_supernet(folder: str | Path) -> tuple[Supernet, dict]:
+    """A trained (or partly trained) supernet folder: the net with its weights, and its state."""
+    out = Path(folder)
+    state = read_state(out)
+    if not state or not (out / WEIGHTS_FILE).exists():
+        raise PipelineError(f"{out} holds no supernet: run `tflpipe supernet train --out {out}` first")
+    try:
+        net = Supernet(SearchSpace.from_json(state["space"]), int(state["classes"]), int(state["settings"]["seed"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PipelineError(f"{out / STATE_FILE} is damaged ({type(exc).__name__}: {exc}); train the supernet "
+                            "anew in another folder") from None
+    try:
+        with np.load(out / WEIGHTS_FILE, allow_pickle=False) as saved:
+            weights = {name: saved[name] for name in saved.files}
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{out / WEIGHTS_FILE} is not a supernet weights file ({type(exc).__name__})") from None
+    net.set_weights(weights)
+    return net, state
+
+
+def train_supernet(train: ImageSet, space: SearchSpace, settings: SupernetSettings, out: str | Path,
+                   progress: bool = True, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Progressive shrinking on ``train`` (images at the space's largest resolution), resumable per epoch;
+    returns the state (phases finished, losses per epoch, seconds)."""
+    settings.check()
+    space.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if train.images.shape[1] != max(space.resolutions):
+        raise PipelineError(f"supernet training images must be {max(space.resolutions)} px (the space's largest "
+                            f"resolution), got {train.images.shape[1]}")
+    classes = len(train.class_names)
+    header = {"space": space.to_json(), "classes": classes, "class_names": train.class_names,
+              "settings": {**asdict(settings), "epochs": list(settings.epochs)}}
+    state = read_state(out)
+    net = Supernet(space, classes, settings.seed)
+    if state:
+        if {k: state.get(k) for k in header} != header:
+            raise PipelineError(f"{out} holds a supernet of another space, data or settings; use another --out")
+        net, state = load_supernet(out)
+    else:
+        state = {**header, "done": {}, "history": [], "seconds": 0.0}
+    keras.utils.set_random_seed(settings.seed)
+    # Grappler spends 3x longer optimizing the supernet's graph (one copy per subnet, each with dynamic
+    # shapes) than it saves: measured 10 s vs 3 s before the first step, and steps no slower without it.
+    saved_options = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        return _shrink(net, train, state, settings, out, progress, log)
+    finally:
+        tf.config.optimizer.set_experimental_options(saved_options)
+
+
+def _step_function(net: Supernet, optimizer, settings: SupernetSettings, image_shape: tuple[int, ...],
+                   subnets: int) -> Callable:
+    """One training step: the largest net learns from the labels, ``subnets`` subnets from its predictions."""
+    variables = list(net.vars.values())
+    classes = net.classes
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *image_shape], tf.float32),
+                                  tf.TensorSpec([None, classes], tf.float32),
+                                  tf.TensorSpec([subnets + 1, net.code_length], tf.int32),
+                                  tf.TensorSpec([], tf.float32)])
+    def step(images, labels, codes, learning_rate):
+        with tf.GradientTape() as tape:
+            logits = net(images, codes[0])
+            smoothed = labels * (1 - settings.label_smoothing) + settings.label_smoothing / classes
+            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(smoothed, logits))
+            teacher = tf.stop_gradient(tf.nn.softmax(logits))
+            for i in range(1, subnets + 1):
+                loss += tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(
+                    teacher, net(images, codes[i]))) / subnets
+            decay = tf.add_n([tf.reduce_sum(v ** 2) for v in variables if "kernel" in v.name])
+            total = loss + settings.weight_decay * decay  # inside the tape, or nothing is differentiated
+        grads = tape.gradient(total, variables)
+        optimizer.learning_rate.assign(learning_rate)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        return loss
+
+    return step
+
+
+def _shrink(net: Supernet, train: ImageSet, state: dict, settings: SupernetSettings, out: Path, progress: bool,
+            log: Callable[[str], None]) -> dict:
+    """The phases of progressive shrinking not finished yet, saved after every epoch."""
+    from tqdm import tqdm
+
+    from pipeline.stages.train import make_dataset
+
+    space = net.space
+    steps = math.ceil(len(train) / settings.batch_size)
+    dataset = make_dataset(train, settings.batch_size, True, True, True, settings.seed)
+    optimizer = keras.optimizers.SGD(settings.learning_rate, momentum=0.9, nesterov=True)
+    step_functions: dict[int, Callable] = {}  # one traced graph per subnet count, shared by the phases
+    started = time.monotonic()
+    writer = tf.summary.create_file_writer(str(out / "logs"))
+    for phase, epochs in zip(PHASES, settings.epochs):
+        done = int(state["done"].get(phase, 0))
+        if done >= epochs:
+            continue
+        if phase == "width" and done == 0 and not state.get("sorted"):
+            net.sort_channels()
+            state["sorted"] = True
+        rng = np.random.default_rng([settings.seed, PHASES.index(phase), done])
+        largest = net.encode(space.largest())
+        subnets = 0 if phase == "largest" else settings.subnets
+        if subnets not in step_functions:
+            step_functions[subnets] = _step_function(net, optimizer, settings, train.images.shape[1:], subnets)
+        train_step = step_functions[subnets]
+        bar = tqdm(total=(epochs - done) * steps, unit="step", desc=f"supernet {phase}", disable=not progress,
+                   leave=False)
+        for epoch in range(done, epochs):
+            losses = []
+            for step, (images, labels) in enumerate(dataset):
+                # Cosine decay over each phase; the shrinking phases start lower (OFA fine-tunes them at ~0.4x).
+                rate = settings.learning_rate * (1.0 if phase == "largest" else 0.4)
+                rate *= 0.5 * (1 + math.cos(math.pi * (epoch * steps + step) / max(1, epochs * steps)))
+                samples = [net.encode(net.sample(phase, rng)) for _ in range(subnets)]
+                largest[0] = int(rng.choice(space.resolutions))
+                codes = np.stack([largest.copy(), *samples])
+                losses.append(float(train_step(images, labels, codes, tf.constant(rate, tf.float32))))
+                bar.update(1)
+            state["done"][phase] = epoch + 1
+            state["history"].append({"phase": phase, "epoch": epoch + 1, "loss": float(np.mean(losses))})
+            state["seconds"] += time.monotonic() - started
+            started = time.monotonic()
+            with writer.as_default():
+                tf.summary.scalar(f"loss/{phase}", np.mean(losses), step=epoch + 1)
+            _save(net, out, state)
+            log(f"supernet {phase} epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.3f}")
+        bar.close()
+    return state
+
+
+def subnet_accuracy(net: Supernet, arch: Arch, train: ImageSet, val: ImageSet, batches: int = 20) -> float:
+    """Accuracy of ``arch`` with inherited weights, no training: BatchNorm recalibrated, then evaluated."""
+    from pipeline.stages.train import keras_accuracy
+
+    keras.backend.clear_session()
+    return keras_accuracy(extract(net, arch, train, batches), val)
+
+
+def extract_subnet(net: Supernet, arch: Arch, train: ImageSet, val: ImageSet, finetune_epochs: int = 0,
+                   learning_rate: float = 0.01, seed: int = 0):
+    """``arch`` out of the supernet, scored with inherited weights and, with ``finetune_epochs``, after a
+    short fine-tune; returns (model, result)."""
+    from pipeline.stages.train import FitSettings, fit, keras_accuracy
+
+    keras.backend.clear_session()
+    model = extract(net, arch, train)
+    result = {"arch": arch.to_json(), "describe": arch.describe(), "inherited_accuracy": keras_accuracy(model, val)}
+    if finetune_epochs:
+        fit(model, train, None, FitSettings(finetune_epochs, learning_rate, seed=seed))
+        result.update(finetune_epochs=finetune_epochs, finetuned_accuracy=keras_accuracy(model, val))
+    return model, result

@@ -1,0 +1,125 @@
+"""Once-for-All supernet: every subnet computes exactly what its extracted tf_keras model computes, channel
+sorting changes nothing, training by progressive shrinking resumes after a kill, subnets come out as models
+the pipeline runs, and bad input is one line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.tf_env import tf
+from pipeline.search.space import SearchSpace
+from pipeline.search.supernet import Supernet, SupernetSettings, extract, load_supernet, train_supernet
+from tests.helpers import invoke, json_output, write_image_folder
+
+TINY = {"name": "tiny", "resolutions": [32], "kernels": [3, 5], "expansions": [3], "depths": [1], "widths": [0.5],
+        "se": [False, True], "acts": ["relu6"]}
+SMALL = {"name": "small", "resolutions": [32], "kernels": [3, 5, 7], "expansions": [3, 4], "depths": [1, 2],
+         "widths": [0.5, 0.75], "se": [False, True], "acts": ["relu6", "hard_swish"]}
+
+
+@pytest.fixture(scope="module")
+def space_file(tmp_path_factory) -> Path:
+    """The tiny space (one block a stage): the supernet's graph traces in seconds."""
+    path = tmp_path_factory.mktemp("space") / "space.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+def _probs(net: Supernet, images: np.ndarray, arch) -> np.ndarray:
+    return tf.nn.softmax(net(tf.constant(images), tf.constant(net.encode(arch)))).numpy()
+
+
+def test_subnets_compute_what_their_extracted_models_compute():
+    space = SearchSpace.from_json(SMALL)
+    net = Supernet(space, classes=3)
+    rng = np.random.default_rng(0)
+    for name, var in net.vars.items():  # kernel transforms away from identity, so that they are exercised
+        if "transform" in name:
+            var.assign(var.numpy() + rng.normal(0, 0.1, var.shape).astype(np.float32))
+    images = rng.uniform(-1, 1, (6, 32, 32, 3)).astype(np.float32)
+    archs = [space.largest(), space.smallest()] + [net.sample("width", rng) for _ in range(3)]
+    for arch in archs:
+        # Training mode: BatchNorm on batch statistics, as the supernet always normalizes.
+        expected = extract(net, arch)(images, training=True).numpy()
+        assert np.abs(_probs(net, images, arch) - expected).max() < 1e-4, arch.describe()
+    before = _probs(net, images, space.largest())
+    net.sort_channels()
+    assert np.abs(_probs(net, images, space.largest()) - before).max() < 1e-4
+    order = np.abs(net.vars["s3b1_expand/kernel"].numpy()).sum(axis=(0, 1, 2))
+    assert np.all(np.diff(order) <= 1e-6)  # most important expansion channel first
+    with pytest.raises(PipelineError, match="not in the supernet's search space"):
+        net.encode(SearchSpace().largest())
+
+
+def test_supernet_trains_resumes_after_a_kill_and_its_subnet_goes_on(tmp_path, space_file):
+    data = write_image_folder(tmp_path / "data", classes=3, per_class=30, size=32)
+    out = tmp_path / "supernet"
+    space = SearchSpace.from_json(TINY)
+    from pipeline.core.data import load_dataset
+
+    images = load_dataset(str(data), 32, progress=False)
+
+    def killed(line: str) -> None:
+        if line.startswith("supernet largest epoch 2"):
+            raise KeyboardInterrupt  # a kill right after the second epoch was saved
+
+    settings = SupernetSettings(epochs=(2, 1, 0, 0), batch_size=32, subnets=1)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(images, space, settings, out, progress=False, log=killed)
+    assert json.loads((out / "supernet.json").read_text())["done"] == {"largest": 2}
+
+    report = json_output(invoke("supernet", "train", "--data", data, "--space", space_file, "--out", out,
+                                "--epochs", "2,1,0,0", "--batch-size", 32, "--subnets", 1, "--json"))
+    assert [(h["phase"], h["epoch"]) for h in report["history"]] == [("largest", 1), ("largest", 2), ("kernel", 1)]
+    assert set(report["subnets"]) == {"largest", "smallest"}
+    assert all(0 <= s["accuracy"] <= 1 for s in report["subnets"].values())
+    assert (out / "logs").is_dir() and (out / "report.json").is_file()
+
+    subnet = tmp_path / "subnet"
+    result = json_output(invoke("supernet", "extract", out, "--arch", "smallest", "--data", data, "--out", subnet,
+                                "--json"))
+    assert result["describe"] == space.smallest().describe()
+    from pipeline.runner.run import build_net
+    from pipeline.stages.convert import load_keras_model
+
+    # `run --model searched:OUT --weights OUT/subnet.h5` starts from exactly the extracted subnet.
+    rebuilt = build_net(f"searched:{subnet}", 32, 3, weights=str(subnet / "subnet.h5"))
+    saved = load_keras_model(subnet / "subnet.h5")
+    probe = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    assert np.abs(rebuilt.predict(probe, verbose=0) - saved.predict(probe, verbose=0)).max() < 1e-6
+
+
+def test_bad_input_is_one_line(tmp_path, space_file):
+    data = write_image_folder(tmp_path / "data", classes=2, per_class=4, size=32)
+    cases = [
+        (["train", "--data", data, "--out", tmp_path / "a", "--space", space_file, "--epochs", "1,2"],
+         "needs 4 non-negative numbers"),
+        (["train", "--data", data, "--out", tmp_path / "a", "--space", space_file, "--epochs", "x"],
+         "must be four integers"),
+        (["extract", tmp_path / "nothing", "--arch", "largest", "--data", data, "--out", tmp_path / "e"],
+         "holds no supernet"),
+    ]
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "supernet.json").write_text("{not json")
+    cases.append((["train", "--data", data, "--out", damaged, "--space", space_file], "is damaged"))
+    for args, message in cases:
+        result = invoke("supernet", *args)
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    # A folder of another space's supernet is refused, not silently mixed.
+    net = Supernet(SearchSpace.from_json(SMALL), 2)
+    from pipeline.search.supernet import _save
+
+    (tmp_path / "other").mkdir()
+    _save(net, tmp_path / "other", {"space": {**SMALL, "depths": [1]}, "classes": 2, "class_names": ["a", "b"],
+                                    "settings": {"seed": 0}, "done": {}})
+    with pytest.raises(PipelineError, match="does not fit this space"):
+        load_supernet(tmp_path / "other")
+    (tmp_path / "other" / "supernet.json").write_text('{"space": 1}')
+    with pytest.raises(PipelineError, match="not a search space"):
+        load_supernet(tmp_path / "other")
