@@ -114,6 +114,16 @@ def test_any_import_order_loads_tensorflow_with_the_keras_2_api():
     assert out.stdout.strip().startswith("tf_keras"), out.stdout  # not Keras 3
 
 
+def test_the_command_line_starts_without_tensorflow():
+    """`tflpipe --help` and every verb's options load no TensorFlow (8 s here): defaults come from TF-free modules."""
+    import subprocess
+
+    code = "import sys, pipeline.cli; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() == "False"
+
+
 def test_the_public_api_is_reachable_from_the_package_and_names_only_what_exists():
     import pipeline
     from pipeline import api

@@ -123,3 +123,61 @@ def test_bad_input_is_one_line(tmp_path, space_file):
     (tmp_path / "other" / "supernet.json").write_text('{"space": 1}')
     with pytest.raises(PipelineError, match="not a search space"):
         load_supernet(tmp_path / "other")
+
+
+RELU6_ONLY = {**SMALL, "resolutions": [32, 40], "acts": ["relu6"]}  # the session's table has no HARD_SWISH
+
+
+def test_gradient_search_samples_exact_subnets_and_drives_expected_latency_to_the_budget(cpu_table):
+    from pipeline.core.keras_convert import full_int8_flatbuffer
+    from pipeline.latency.predict import predict_flatbuffer
+    from pipeline.latency.table import load_table
+    from pipeline.search.gradient import GradientSearch
+    from pipeline.search.space import build
+    from tests.helpers import colour_blobs
+
+    space, table = SearchSpace.from_json(RELU6_ONLY), load_table(cpu_table)
+    net = Supernet(space, classes=3)
+    search = GradientSearch(net, table, 32, budget_ms=1.0, learning_rate=0.05)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    pairs = []
+    for _ in range(3):
+        picks = search.sample(rng)
+        arch = search.arch_of(picks)
+        # The straight-through forward pass is exactly the sampled subnet.
+        relaxed = search.forward(tf.constant(images), search.gates(picks)).numpy()
+        assert np.abs(relaxed - net(tf.constant(images), tf.constant(net.encode(arch))).numpy()).max() < 1e-3
+        pairs.append((arch, predict_flatbuffer(full_int8_flatbuffer(build(arch, 3)), table).latency_ms))
+    fit = search.lut.calibrate(pairs)
+    assert fit["max_relative_error"] < 0.10  # the per-block sum tracks the whole-model prediction
+    start = float(search.lut.expected(search.probabilities()))
+    search.budget = 0.5 * start  # a budget the current distribution is far over
+    blobs, labels = colour_blobs(3, 8, 32)
+    for _ in range(12):
+        step = search.step(blobs, labels, rng)
+    assert step["expected_ms"] < 0.95 * start
+    assert search.space.contains(search.derive())
+
+
+def test_search_scores_with_the_supernet_and_searches_by_gradient(tmp_path, space_file, cpu_table):
+    """`tflpipe search --supernet`: candidates scored with inherited weights; `--strategy gradient` proposes
+    through the supernet; without a supernet the gradient strategy is one line."""
+    data = write_image_folder(tmp_path / "data", classes=3, per_class=12, size=32)
+    supernet = tmp_path / "supernet"
+    json_output(invoke("supernet", "train", "--data", data, "--space", space_file, "--out", supernet,
+                       "--epochs", "1,0,0,0", "--batch-size", 32, "--json"))
+    common = ["--data", data, "--space", space_file, "--table", cpu_table, "--latency-budget", 1.0, "--budget", 2]
+    summary = json_output(invoke("search", *common, "--out", tmp_path / "gradient", "--strategy", "gradient",
+                                 "--supernet", supernet, "--json"))
+    assert summary["trained"] == 2 and summary["best"] is not None
+    assert (tmp_path / "gradient" / "gradient_logits_32.npz").is_file()
+    trials = [json.loads(line) for line in (tmp_path / "gradient" / "trials.jsonl").read_text().splitlines()]
+    assert all(0 <= t["accuracy"] <= 1 for t in trials if "accuracy" in t)
+    result = invoke("search", *common, "--out", tmp_path / "no_supernet", "--strategy", "gradient")
+    assert result.exit_code != 0 and "give --supernet" in result.output
+    other = tmp_path / "space2.json"
+    other.write_text(json.dumps({**TINY, "kernels": [3, 7]}))
+    result = invoke("search", *common[:2], "--space", other, *common[4:], "--out", tmp_path / "wide",
+                    "--supernet", supernet)
+    assert result.exit_code != 0 and "another search space" in result.output

@@ -9,7 +9,7 @@ from pipeline.cli.common import emit, field_default, json_option, model_file
 
 
 def _default(name: str):
-    from pipeline.stages.adapt import AdaptSettings
+    from pipeline.stages.options import AdaptSettings
 
     return field_default(AdaptSettings, name)
 

@@ -8,7 +8,7 @@ import click
 from pipeline.cli.common import emit, existing_path, json_option, setup_logging
 from pipeline.core.errors import PipelineError
 from pipeline.core.fsutil import ensure_writable_file, save_keras_model
-from pipeline.stages.channel_prune import CRITERIA
+from pipeline.stages.options import CHANNEL_CRITERIA
 
 
 def _out_file(ctx: click.Context, param: click.Parameter, value: str) -> Path:
@@ -29,7 +29,7 @@ def _human(d: dict) -> str:
 @click.option("--ratio", type=float, help="Fraction of the channels to remove from every prunable group, in [0, 1).")
 @click.option("--ratios", "ratios_file", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON or YAML file mapping producer layer names to their ratio, e.g. {block_1_expand: 0.3}.")
-@click.option("--criterion", type=click.Choice(CRITERIA), default="l1", show_default=True,
+@click.option("--criterion", type=click.Choice(CHANNEL_CRITERIA), default="l1", show_default=True,
               help="Channel importance: l1/l2 norm of the filters, or bn (|gamma| of the batch norm).")
 @click.option("--divisor", type=click.IntRange(min=1), default=1, show_default=True,
               help="Round kept channel counts to multiples of this (8 suits most accelerators).")

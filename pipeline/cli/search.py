@@ -1,12 +1,12 @@
 """``tflpipe search``: architecture search for a target under a latency budget (issue 16, first strategies)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from pipeline.cli.common import emit, field_default, json_option
+from pipeline.search.strategies import STRATEGIES
 
 
 def _default(name: str):
@@ -39,10 +39,9 @@ def _datasets(data: str, validation_split: float, seed: int, progress: bool):
               help="Study folder (trials.jsonl, pareto.json/.csv/.png, cards/); a killed search resumes there.")
 @click.option("--target", type=click.Choice(["cpu-int8", "edgetpu", "nnapi"]), default="cpu-int8", show_default=True,
               help="Every candidate must convert to full int8 and, for edgetpu/nnapi, map completely.")
-@click.option("--strategy", type=click.Choice(["random", "evolution", "reinforce", "nsga2"]),
-              default=_default("strategy"), show_default=True,
-              help="Random baseline, regularized evolution, a REINFORCE controller, or NSGA-II (Optuna) on "
-                   "accuracy and latency together.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=_default("strategy"), show_default=True,
+              help="Random baseline, regularized evolution, a REINFORCE controller, NSGA-II (Optuna) on accuracy "
+                   "and latency together, or gradient (ProxylessNAS through a supernet; needs --supernet).")
 @click.option("--budget", "evaluations", type=click.IntRange(1), default=_default("evaluations"), show_default=True,
               help="Candidates trained (undeployable ones cost no training and do not count).")
 @click.option("--minutes", type=float, help="Stop after this many minutes, whatever the budget.")
@@ -61,13 +60,15 @@ def _datasets(data: str, validation_split: float, seed: int, progress: bool):
 @click.option("--workers", type=click.IntRange(1), default=_default("workers"), show_default=True,
               help="Candidates trained at once, as Ray tasks (an embedded local Ray unless --ray-address); "
                    "a study may resume with another count.")
+@click.option("--supernet", "supernet_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Score candidates with weights inherited from this supernet (`tflpipe supernet train`), "
+                   "BatchNorm recalibrated, no training: seconds per candidate (Once-for-All).")
 @click.option("--ray-address", help="Join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto) instead of starting "
                                     "a local one; every node needs this package installed.")
 @json_option
 def search(data, latency_budget, table, out, target, strategy, evaluations, minutes, epochs, train_images, hard_budget,
-           space_file, nnapi_api_level, validation_split, seed, workers, ray_address, as_json) -> None:
+           space_file, nnapi_api_level, validation_split, seed, workers, supernet_dir, ray_address, as_json) -> None:
     """Search the inverted-residual space for the most accurate deployable net under a latency budget."""
-    from pipeline.core.errors import PipelineError
     from pipeline.core.fsutil import ensure_writable_dir
     from pipeline.latency.table import load_table
     from pipeline.search.space import SearchSpace
@@ -75,14 +76,10 @@ def search(data, latency_budget, table, out, target, strategy, evaluations, minu
     from pipeline.search.study import search as run_search
 
     ensure_writable_dir(out)
-    space = SearchSpace()
-    if space_file is not None:
-        try:
-            space = SearchSpace.from_json(json.loads(space_file.read_text(encoding="utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise PipelineError(f"{space_file} is not a JSON search space") from None
+    space = SearchSpace.from_file(space_file)
     settings = SearchSettings(latency_budget, strategy, target, evaluations, minutes, epochs, train_images,
-                              hard_budget=hard_budget, nnapi_api_level=nnapi_api_level, seed=seed, workers=workers,
+                              hard_budget=hard_budget, nnapi_api_level=nnapi_api_level, seed=seed,
+                              supernet=None if supernet_dir is None else str(supernet_dir), workers=workers,
                               ray_address=ray_address).check()
     loaded = load_table(table)
     summary = run_search(_datasets(data, validation_split, seed, not as_json), space, loaded, settings, out, progress=not as_json,

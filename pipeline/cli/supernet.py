@@ -15,7 +15,7 @@ def supernet() -> None:
 
 
 def _default(name: str):
-    from pipeline.search.supernet import SupernetSettings
+    from pipeline.search.options import SupernetSettings
 
     return field_default(SupernetSettings, name)
 

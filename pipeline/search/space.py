@@ -93,6 +93,11 @@ def _divisible(value: float) -> int:
     return make_divisible(value, 8)
 
 
+def se_channels(cin: int, expansion: int) -> int:
+    """Squeeze-excite's hidden width in a block of ``cin`` input channels and expansion ``expansion``."""
+    return max(8, _divisible(cin * expansion / 4))
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """The choices; defaults are the issue's (kernels 3/5/7, expansions 3/4/6, depths 1-4)."""
@@ -230,7 +235,7 @@ def build(arch: Arch, classes: int, dropout: float = 0.0):
     for number, ((_, _, stride), stage, width) in enumerate(zip(BASE_STAGES[1:], arch.stages, arch.channels()),
                                                              start=2):
         for index, block in enumerate(stage.blocks):
-            se = max(8, _divisible(x.shape[-1] * block.expansion / 4)) if stage.se else 0
+            se = se_channels(x.shape[-1], block.expansion) if stage.se else 0
             x = mbconv(x, block.expansion, width, block.kernel, stride if index == 0 else 1, f"s{number}b{index + 1}",
                        act=stage.act, se_reduced=se, se_gate="hard_sigmoid")
     x = conv_bn(x, HEAD, 1, "head", act=arch.stages[-1].act)

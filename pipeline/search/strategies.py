@@ -7,7 +7,8 @@
   predicted latency down) instead of one reward: it searches the Pareto front itself;
 - ``reinforce``: MnasNet's policy gradient with a simpler controller: one categorical distribution per
   decision (resolution; per stage depth, width, SE, activation; per block kernel and expansion), trained
-  with REINFORCE against an exponential-moving-average baseline.
+  with REINFORCE against an exponential-moving-average baseline;
+- ``gradient``: ProxylessNAS through a Once-for-All supernet's weights (:mod:`pipeline.search.gradient`).
 
 All are ask/tell objects: ``ask(rng)`` returns the next architecture, ``tell(arch, reward, objectives)``
 reports its reward and (accuracy, latency), None for a net that was not trained. Their state is rebuilt from the study's finished trials on resume (``replay``).
@@ -22,7 +23,7 @@ import numpy as np
 from pipeline.core.errors import PipelineError
 from pipeline.search.space import BASE_STAGES, Arch, Block, SearchSpace, Stage
 
-STRATEGIES = ("random", "evolution", "reinforce", "nsga2")
+STRATEGIES = ("random", "evolution", "reinforce", "nsga2", "gradient")  # gradient: pipeline/search/gradient.py
 MAX_DEPTH_SLOTS = 8
 
 

@@ -61,6 +61,8 @@ class SearchSettings:
     hard_budget: bool = False  # infeasible (reward 0, not trained) above the budget
     nnapi_api_level: int = 30
     seed: int = 0
+    supernet: str | None = None  # score candidates with inherited weights from this supernet, no training
+    gradient_steps: int = 30  # gradient strategy: architecture steps before each proposal
     workers: int = 1  # candidates scored at once (Ray tasks when above 1); not part of the study
     ray_address: str | None = None  # a Ray cluster to join instead of a local one; not part of the study
 
@@ -176,8 +178,22 @@ def search(datasets: Callable[[int], tuple[ImageSet, ImageSet]], space: SearchSp
     if table.device != "cpu" and settings.target == "cpu-int8":
         log(f"latencies are predicted for {table.device}, the device the table was measured on")
     study = Study(Path(out), space, settings, table)
+    if score is None and settings.supernet is not None:
+        from pipeline.search.supernet import SupernetScore
+
+        score = SupernetScore.for_search(settings.supernet, space, datasets, settings.train_images, settings.seed)
     with make_executor(settings.workers, settings.ray_address, log) as executor:
-        strategy = make_strategy(settings.strategy, space)
+        if settings.strategy == "gradient":
+            from pipeline.search.gradient import GradientStrategy
+
+            if settings.supernet is None:
+                raise PipelineError("--strategy gradient searches through a supernet's weights: give --supernet DIR "
+                                    "(`tflpipe supernet train`)")
+            strategy = GradientStrategy(settings.supernet, table, space, datasets, settings.latency_budget_ms,
+                                        settings.reward_exponent, study.out, settings.seed,
+                                        steps=settings.gradient_steps, log=log)
+        else:
+            strategy = make_strategy(settings.strategy, space)
         classes = len(datasets(space.resolutions[0])[0].class_names)
         checker = DeployabilityCheck(settings.target, classes, settings.nnapi_api_level)
         for trial in study.trials:  # rebuild the strategy's state from the finished trials

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -38,30 +38,22 @@ from pipeline.core.data import ImageSet
 from pipeline.core.errors import PipelineError
 from pipeline.core.fsutil import atomic_path, write_json
 from pipeline.core.tf_env import keras, tf
-from pipeline.search.space import BASE_STAGES, HEAD, STEM, Arch, Block, SearchSpace, Stage, _divisible, build
+from pipeline.search.options import PHASES, SupernetSettings
+from pipeline.search.space import (
+    BASE_STAGES,
+    HEAD,
+    STEM,
+    Arch,
+    Block,
+    SearchSpace,
+    Stage,
+    _divisible,
+    build,
+    se_channels,
+)
 
-PHASES = ("largest", "kernel", "depth", "width")
 WEIGHTS_FILE, STATE_FILE = "supernet.npz", "supernet.json"
 _EPS = 1e-3  # the zoo's BatchNorm epsilon
-
-
-@dataclass(frozen=True)
-class SupernetSettings:
-    epochs: tuple[int, int, int, int] = (6, 3, 3, 3)  # per phase: largest, kernel, depth, width
-    learning_rate: float = 0.05
-    batch_size: int = 64
-    subnets: int = 2  # sampled subnets per step beside the largest (sandwich rule)
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
-    seed: int = 0
-
-    def check(self) -> "SupernetSettings":
-        if len(self.epochs) != len(PHASES) or any(e < 0 for e in self.epochs) or not any(self.epochs):
-            raise PipelineError(f"--epochs needs {len(PHASES)} non-negative numbers ({', '.join(PHASES)}), "
-                                f"not all zero; got {list(self.epochs)}")
-        if self.learning_rate <= 0 or self.batch_size < 1 or self.subnets < 0:
-            raise PipelineError("the learning rate must be positive, the batch size and subnets at least 1 and 0")
-        return self
 
 
 def _stage_io(space: SearchSpace) -> list[tuple[int, int, int]]:
@@ -76,7 +68,7 @@ def _stage_io(space: SearchSpace) -> list[tuple[int, int, int]]:
 
 
 def _se_channels(cin, expansion):
-    """``space.build``'s squeeze-excite width, max(8, make_divisible(cin * e / 4)), on tensors."""
+    """:func:`pipeline.search.space.se_channels` on tensors (the width of a subnet the graph is given)."""
     value = tf.cast(cin * expansion, tf.float32) / 4.0
     rounded = tf.maximum(8, tf.cast((value + 4.0) // 8.0, tf.int32) * 8)
     return tf.where(tf.cast(rounded, tf.float32) < 0.9 * value, rounded + 8, rounded)
@@ -116,7 +108,7 @@ class Supernet:
                 conv(f"{name}_dwconv", (kmax, kmax, mid, 1))
                 for k in sorted(space.kernels)[:-1]:  # identity at start: the centre crop
                     self._add(f"{name}_dwconv/transform{k}", np.eye(k * k))
-                se = int(_se_channels(c, emax))
+                se = se_channels(c, emax)
                 conv(f"{name}_se_reduce", (1, 1, mid, se), bias=True, bn=False)
                 conv(f"{name}_se_expand", (1, 1, se, mid), bias=True, bn=False)
                 conv(f"{name}_project", (1, 1, mid, cout))
@@ -302,7 +294,7 @@ class Supernet:
                 out[f"{name}_dwconv"] = [self.depthwise_kernel(f"{name}_dwconv", block.kernel).numpy()[:, :, :mid]]
                 bn(f"{name}_dwconv", mid)
                 if stage.se:
-                    se = max(8, _divisible(cin * block.expansion / 4))
+                    se = se_channels(cin, block.expansion)
                     conv(f"{name}_se_reduce", mid, se, bias=True)
                     conv(f"{name}_se_expand", se, mid, bias=True)
                 conv(f"{name}_project", mid, cout), bn(f"{name}_project", cout)
@@ -500,3 +492,44 @@ def extract_subnet(net: Supernet, arch: Arch, train: ImageSet, val: ImageSet, fi
         fit(model, train, None, FitSettings(finetune_epochs, learning_rate, seed=seed))
         result.update(finetune_epochs=finetune_epochs, finetuned_accuracy=keras_accuracy(model, val))
     return model, result
+
+
+class SupernetScore:
+    """A candidate's accuracy with weights inherited from a supernet, BatchNorm recalibrated, no training:
+    Once-for-All's evaluation, seconds per candidate instead of a training run. It holds arrays (the
+    training subset for recalibration and the validation images, per resolution), so it pickles to Ray
+    workers; each loads the supernet once."""
+
+    def __init__(self, folder: str | Path, data: dict[int, tuple[ImageSet, ImageSet]], batches: int = 10) -> None:
+        self.folder, self.data, self.batches = str(folder), data, batches
+        self._net: Supernet | None = None
+
+    @classmethod
+    def for_search(cls, folder: str | Path, space: SearchSpace,
+                   datasets: Callable[[int], tuple[ImageSet, ImageSet]], images: int, seed: int) -> "SupernetScore":
+        """Checked against the study: the supernet must hold the whole search space and predict its classes."""
+        net, state = load_supernet(folder)
+        wide = net.space
+        covers = all(set(getattr(space, what)) <= set(getattr(wide, what)) for what in
+                     ("resolutions", "kernels", "expansions", "depths", "widths", "se", "acts"))
+        if not covers:
+            raise PipelineError(f"the supernet in {folder} was trained on another search space "
+                                f"({wide.to_json()}); search within it or train one on this space")
+        data = {}
+        for resolution in space.resolutions:
+            train, val = datasets(resolution)
+            if train.class_names != state["class_names"]:
+                raise PipelineError(f"the supernet in {folder} predicts {state['class_names']}, the data holds "
+                                    f"{train.class_names}; train the supernet on the same data")
+            chosen = np.sort(np.random.default_rng(seed).choice(len(train), min(len(train), images), replace=False))
+            data[resolution] = (train.subset(chosen), val)
+        return cls(folder, data)
+
+    def __getstate__(self) -> dict:
+        return {"folder": self.folder, "data": self.data, "batches": self.batches, "_net": None}
+
+    def __call__(self, arch: Arch, seed: int) -> float:
+        if self._net is None:
+            self._net, _ = load_supernet(self.folder)
+        train, val = self.data[arch.resolution]
+        return subnet_accuracy(self._net, arch, train, val, self.batches)

@@ -36,8 +36,7 @@ import numpy as np
 
 from pipeline.core.errors import PipelineError, first_line
 from pipeline.core.tf_env import keras, tf
-
-CRITERIA = ("l1", "l2", "bn")
+from pipeline.stages.options import CHANNEL_CRITERIA
 
 
 @dataclass(frozen=True)
@@ -373,8 +372,8 @@ def layer_channels(model: keras.Model) -> dict[str, LayerChannels]:
 
 
 def _importance(analysis: _Analysis, group: ChannelGroup, criterion: str) -> np.ndarray:
-    if criterion not in CRITERIA:
-        raise PipelineError(f"unknown pruning criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+    if criterion not in CHANNEL_CRITERIA:
+        raise PipelineError(f"unknown pruning criterion {criterion!r}; choose from {', '.join(CHANNEL_CRITERIA)}")
     if not 0 <= group.id < len(analysis.groups) or analysis.groups[group.id].size != group.size:
         raise PipelineError(f"channel group {group.id} does not belong to this model")
     score = np.zeros(group.size, dtype=np.float64)

@@ -7,11 +7,13 @@ conversion mode is one :class:`ConversionMode` entry plus its ``configure`` func
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from pipeline.core.errors import PipelineError
 
+CHANNEL_CRITERIA = ("l1", "l2", "bn")  # filter importance for structured pruning: L1/L2 norm, BatchNorm scale
 PRUNE_ALLOCATIONS = ("uniform", "erk")  # how an unstructured sparsity target spreads over the layers
 XNNPACK_MIN_SPARSITY = 2 / 3  # XNNPACK runs a subgraph sparse only when 2/3 of its 1x1 weights are zero
 # TF-MOT's clustering centroid initializations, by the name the CLI uses.
@@ -90,3 +92,48 @@ CONVERSION_MODES: dict[str, ConversionMode] = {m.name: m for m in (
 EXTRA_MODES = tuple(name for name, m in CONVERSION_MODES.items() if m.extra)
 
 
+ADAPT_STRATEGIES = ("netadapt", "amc")
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(x|ms)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How an adaptation (``pipeline.stages.adapt``) runs; every field is a CLI option of ``tflpipe adapt``.
+    Here, with no TensorFlow, so that the CLI reads its defaults without loading it."""
+
+    budget: str  # "0.5x" (of the model's predicted latency) or "4.0ms"
+    strategy: str = "netadapt"
+    first_step: float = 0.025  # NetAdapt: first iteration's latency drop, as a share of the original latency
+    decay: float = 0.96  # NetAdapt: the drop shrinks by this factor each iteration
+    short_steps: int = 50  # fine-tune steps of each proposal (NetAdapt) before it is measured
+    finalists: int = 4  # NetAdapt: fine-tune only the proposals best before fine-tuning (0: all, as in the paper)
+    final_epochs: int = 2  # the long fine-tune at the end
+    learning_rate: float = 0.01
+    batch_size: int = 64
+    criterion: str = "l1"  # filter importance: l1/l2 norm (NetAdapt) or bn (|gamma|, network slimming)
+    divisor: int = 4  # channel counts move in steps of this many
+    episodes: int = 60  # AMC: agent evaluations
+    memory_budget_mb: float | None = None  # predicted LiteRT peak memory the result must fit in
+    workers: int = 1  # NetAdapt: processes scoring proposals in parallel (each TensorFlow on one thread)
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.strategy not in ADAPT_STRATEGIES:
+            raise PipelineError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(ADAPT_STRATEGIES)}")
+        parse_budget(self.budget)
+        if not 0 < self.first_step < 1 or not 0 < self.decay <= 1:
+            raise PipelineError("--first-step must be in (0, 1) and --decay in (0, 1]")
+        if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
+            raise PipelineError("--memory-budget must be a positive number of MB")
+        if self.workers < 1:
+            raise PipelineError("--workers must be at least 1")
+        if self.divisor < 1 or min(self.short_steps, self.final_epochs, self.finalists) < 0 or self.episodes < 1:
+            raise PipelineError("--divisor and --episodes must be at least 1, step and epoch counts not negative")
+
+
+def parse_budget(text: str) -> tuple[str, float]:
+    """``"0.5x"`` -> ("x", 0.5); ``"4ms"`` -> ("ms", 4.0); anything else is a one-line error."""
+    match = _BUDGET.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise PipelineError(f"latency budget {text!r} is neither a share like 0.5x nor a time like 4.0ms")
+    return match.group(2).lower(), float(match.group(1))
