@@ -20,10 +20,14 @@ from pipeline.latency.table import BuildPlan, build_table, load_table
 from pipeline.runner.config import RunConfig, load_config
 from pipeline.runner.report import summary_rows
 from pipeline.runner.run import STAGES, run_pipeline, seed_run
+from pipeline.search.distributed import fit_data_parallel
+from pipeline.search.gradient import GradientSearch
+from pipeline.search.options import SupernetSettings
 from pipeline.search.space import Arch, SearchSpace
 from pipeline.search.space import build as build_searched
 from pipeline.search.study import SearchSettings
 from pipeline.search.study import search as run_search
+from pipeline.search.supernet import Supernet, SupernetScore, extract_subnet, load_supernet, train_supernet
 from pipeline.stages.adapt import AdaptSettings, adapt, adapt_file
 from pipeline.stages.artifacts import ARTIFACTS, DEPLOYABLE, TFLITE_FILES
 from pipeline.stages.binarize import BINARY_FIT, binarize
@@ -43,11 +47,11 @@ from pipeline.targets import TARGETS
 __all__ = [
     "ARTIFACTS", "AdaptSettings", "Arch", "BINARY_FIT", "BuildPlan", "CONVERSION_MODES", "Classifier", "DEPLOYABLE",
     "Distillation", "FitSettings", "ImageSet", "LocalMeasurer", "OpPlacement", "PipelineError", "RunConfig", "STAGES",
-    "SearchSettings", "SearchSpace", "TARGETS", "TFLITE_FILES", "TargetReport", "adapt", "adapt_file", "benchmark",
+    "SearchSettings", "SearchSpace", "Supernet", "SupernetScore", "SupernetSettings", "GradientSearch", "TARGETS", "TFLITE_FILES", "TargetReport", "adapt", "adapt_file", "benchmark",
     "binarize", "build_searched", "build_table", "channel_groups", "cluster", "convert", "correct_mask", "evaluate",
-    "fit", "inspect_model", "keras_accuracy", "latency_profile", "layer_errors", "load_config", "load_dataset",
-    "load_image", "load_keras_model", "load_table", "measure_peak", "memory_report", "model_flatbuffer",
+    "extract_subnet", "fit", "fit_data_parallel", "inspect_model", "keras_accuracy", "latency_profile", "layer_errors", "load_config", "load_dataset",
+    "load_image", "load_keras_model", "load_supernet", "load_table", "measure_peak", "memory_report", "model_flatbuffer",
     "predict_flatbuffer", "predict_latency", "predict_runtime", "prune", "prune_by_ratio", "prune_channels", "qat",
     "read_labels", "read_model", "run_pipeline", "run_search", "seed_run", "selective_quantize", "split", "summary_rows",
-    "weight_sparsity", "write_metadata",
+    "train_supernet", "weight_sparsity", "write_metadata",
 ]

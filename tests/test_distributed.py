@@ -108,7 +108,8 @@ def test_a_two_worker_search_killed_midway_resumes_without_redoing_trials(tmp_pa
 TRAIN_SCRIPT = """
 import functools, json, sys
 from pipeline.core.data import ImageSet
-from pipeline.search.distributed import connect, fit_data_parallel
+from pipeline.api import fit_data_parallel
+from pipeline.search.distributed import connect
 from pipeline.stages.train import FitSettings
 from keras_models import build_model
 from tests.helpers import colour_blobs
