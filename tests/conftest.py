@@ -41,8 +41,9 @@ def tiny_run(tmp_path_factory, run_data) -> dict:
     root = tmp_path_factory.mktemp("tiny_run")
     config = root / "config.yaml"
     # 4 epochs (24 steps) left the net at chance on 3 of 6 seeds; 8 learned on 12 of 12 (accuracy >= 0.75).
+    # A quarter held out (30 images): with 12, one fresh clone scored 7 of 12 (0.58) and failed the 0.6 bar.
     config.write_text("epochs: 8\nlearning_rate: 0.02\nprune_sparsity: 0.5\nprune_epochs: 1\nqat_epochs: 1\n"
-                      "benchmark_runs: 3\ntargets: [nnapi]\n")
+                      "validation_split: 0.25\nbenchmark_runs: 3\ntargets: [nnapi]\n")
     out = root / "out"
     args = ["--config", config, *TINY_V2, "--data", run_data]
     summary = json_output(invoke("run", *args, "--out", out, "--json"))

@@ -142,7 +142,7 @@ def test_gradient_search_samples_exact_subnets_and_drives_expected_latency_to_th
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
     pairs = []
-    for _ in range(3):
+    for _ in range(2):
         picks = search.sample(rng)
         arch = search.arch_of(picks)
         # The straight-through forward pass is exactly the sampled subnet.
@@ -154,12 +154,13 @@ def test_gradient_search_samples_exact_subnets_and_drives_expected_latency_to_th
     start = float(search.lut.expected(search.probabilities()))
     search.budget = 0.5 * start  # a budget the current distribution is far over
     blobs, labels = colour_blobs(3, 8, 32)
-    for _ in range(12):
+    for _ in range(8):
         step = search.step(blobs, labels, rng)
     assert step["expected_ms"] < 0.95 * start
     assert search.space.contains(search.derive())
 
 
+@pytest.mark.slow
 def test_search_scores_with_the_supernet_and_searches_by_gradient(tmp_path, space_file, cpu_table):
     """`tflpipe search --supernet`: candidates scored with inherited weights; `--strategy gradient` proposes
     through the supernet; without a supernet the gradient strategy is one line."""

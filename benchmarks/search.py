@@ -1,0 +1,703 @@
+"""Architecture search on CIFAR-10 against the zoo at equal measured int8 latency (issue 16's goals).
+
+Steps, each cached under ``--work`` so the benchmark resumes where it stopped across sessions:
+
+1. data: the CIFAR-10 training split at 32 px (CIFAR's own size) split once with a fixed seed into
+   training and held-out images (every accuracy in the tables is on the held-out ones), and the training
+   part again into the supernet's images and a search-validation set that scores candidates;
+2. space check: MobileNet v2's point of the space at 32 px measured with 7x7 kernels, hard-swish and
+   squeeze-excite, to show what the benchmark's space leaves out and why;
+3. budgets: MobileNet v2's predicted int8 latency (the search's latency table) at three widths;
+4. one Once-for-All supernet trained on the training images (``train_supernet``);
+5. a search per strategy and budget (hard budget: nets predicted over it are not scored), candidates
+   scored with inherited supernet weights (``SupernetScore``), each net scored once across every study;
+6. the pooled searched front (every scored candidate, inherited accuracy vs predicted latency) gives one
+   net per budget: the most accurate one predicted at or under it;
+7. zoo nets (``--zoo``) at 32 px trained with the final-training epochs, PTQ int8;
+8. each picked net trained from scratch with the same epochs, and fine-tuned briefly from the supernet;
+9. every int8 file timed in one pass, alternating rounds, 1 thread; goals, plots, BENCHMARKS.md.
+
+    python benchmarks/search.py [--smoke] [--work runs/bench_search] [--no-write]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._report import write_section  # noqa: E402
+from benchmarks.cifar10 import extract  # noqa: E402
+
+CONFIG = ROOT / "benchmarks" / "configs" / "cifar10.yaml"  # training settings shared with the other benchmarks
+TABLE = ROOT / "runs" / "bench_latency" / "table_cpu-int8_t1.json"
+SIZE = 32
+HELDOUT_FRACTION, SEED = 0.1, 0
+SEARCH_HOURS_GOAL = 3.0
+GAIN_GOAL, FINETUNE_GOAL = 0.015, 0.015  # 1.5 points each
+STRATEGY_ORDER = ("random", "evolution", "reinforce", "nsga2", "gradient")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    train_images: int | None  # a subset of the training split (None: all of it)
+    heldout_images: int | None
+    search_val_fraction: float
+    space: dict  # SearchSpace fields
+    zoo: tuple[tuple[str, float | None], ...]  # (family, alpha); None: the net has no width knob
+    supernet_epochs: tuple[int, int, int, int]
+    evaluations: int  # scored candidates per study
+    search_minutes: float  # cap per study
+    recalibration_images: int
+    final_epochs: int
+    finetune_epochs: int
+    budget_alphas: tuple[float, float, float] = (0.75, 1.0, 1.4)
+    finetune_learning_rate: float = 0.01
+    gradient_steps: int = 30
+    latency_rounds: int = 7
+
+
+FULL_ZOO = (("mobilenet_v2", 0.35), ("mobilenet_v2", 0.5), ("mobilenet_v2", 0.75), ("mobilenet_v2", 1.0),
+            ("mobilenet_v2", 1.4), ("mnasnet_b1", 0.5), ("mnasnet_b1", 0.75), ("mnasnet_b1", 1.0),
+            ("mobilenet_v3_small", 0.75), ("mobilenet_v3_small", 1.0), ("mobilenet_v3_large", 0.35),
+            ("mobilenet_v3_large", 0.5), ("efficientnet_lite0", None))
+# The issue's space at CIFAR's 32 px without 7x7 kernels and hard-swish (step 2 measures why).
+FULL_SPACE = {"resolutions": (SIZE,), "kernels": (3, 5), "expansions": (3, 4, 6), "depths": (1, 2, 3, 4),
+              "widths": (0.5, 0.75, 1.0, 1.25), "se": (False, True), "acts": ("relu6",)}
+CONFIGS = {
+    "full": Config("full", None, None, 0.05, FULL_SPACE, FULL_ZOO, supernet_epochs=(6, 3, 3, 3), evaluations=40,
+                   search_minutes=7.0, recalibration_images=2000, final_epochs=10, finetune_epochs=2),
+    "smoke": Config("smoke", 1500, 500, 0.1,
+                    {**FULL_SPACE, "kernels": (3, 5), "expansions": (3, 6), "depths": (1, 2), "widths": (0.5, 1.0),
+                     "se": (False,)},
+                    (("mobilenet_v2", 0.75), ("mobilenet_v2", 1.0), ("mnasnet_b1", 0.75),
+                     ("mobilenet_v3_small", 0.75), ("efficientnet_lite0", None)),
+                    supernet_epochs=(1, 1, 1, 1), evaluations=3, search_minutes=2.0, recalibration_images=300,
+                    final_epochs=1, finetune_epochs=1, gradient_steps=3, latency_rounds=3),
+}
+
+
+# --- caching -----------------------------------------------------------------------------------------------
+class Steps:
+    """Seconds spent per step, summed over sessions (``times.json``); a cached step adds nothing."""
+
+    def __init__(self, work: Path) -> None:
+        self.path = work / "times.json"
+        self.seconds: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def add(self, step: str, seconds: float) -> None:
+        from pipeline.core.fsutil import write_json
+
+        self.seconds[step] = self.seconds.get(step, 0.0) + seconds
+        write_json(self.path, self.seconds)
+
+    def json(self, path: Path, step: str, compute: Callable[[], dict]) -> dict:
+        """``compute()`` once, its result cached at ``path`` and its time booked to ``step``."""
+        from pipeline.core.fsutil import write_json
+
+        if path.is_file():
+            return json.loads(path.read_text())
+        started = time.perf_counter()
+        value = compute()
+        write_json(path, value)
+        self.add(step, time.perf_counter() - started)
+        return value
+
+    def log(self, step: str) -> Callable[[str], None]:
+        """A log callback that prints and books the time since its last call to ``step`` (a killed study keeps
+        the time of its finished trials)."""
+        last = [time.perf_counter()]
+
+        def log(line: str) -> None:
+            now = time.perf_counter()
+            self.add(step, now - last[0])
+            last[0] = now
+            print(f"  {step}: {line}", flush=True)
+
+        return log
+
+
+class CachedScore:
+    """Scores shared by every study of the run: random search proposes the same nets at every budget, and
+    inherited-weight accuracy does not depend on which study asks. One JSON line per scored net."""
+
+    def __init__(self, score: Callable, path: Path) -> None:
+        self.score, self.path, self.known = score, path, {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a kill: that net is scored again
+                self.known[record["key"]] = record["accuracy"]
+
+    def __call__(self, arch, seed: int) -> float:
+        if arch.key not in self.known:
+            self.known[arch.key] = float(self.score(arch, seed))
+            with self.path.open("a") as f:
+                f.write(json.dumps({"key": arch.key, "accuracy": self.known[arch.key]}) + "\n")
+        return self.known[arch.key]
+
+
+# --- data --------------------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    train: object  # ImageSet: zoo nets and the picked nets train on it
+    heldout: object  # every reported accuracy
+    supernet: object  # train minus search_val: the supernet's images
+    search_val: object  # scores candidates during the search
+
+
+def load_data(config: Config, work: Path, steps: Steps) -> Data:
+    from pipeline.core.data import ImageSet, load_dataset, split
+
+    cache = work.parent / f"cifar10_{SIZE}.npz"  # shared by the configs
+    if not cache.is_file():
+        started = time.perf_counter()
+        full = load_dataset(extract(), SIZE, progress=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with open(cache, "wb") as f:
+            np.savez(f, images=full.images, labels=full.labels, class_names=np.asarray(full.class_names))
+        steps.add("data", time.perf_counter() - started)
+    with np.load(cache) as saved:
+        full = ImageSet(saved["images"], saved["labels"], [str(c) for c in saved["class_names"]])
+    train, heldout = split(full, HELDOUT_FRACTION, SEED)
+
+    def subset(data, count: int | None, seed: int):
+        if count is None or count >= len(data):
+            return data
+        return data.subset(np.sort(np.random.default_rng(seed).choice(len(data), count, replace=False)))
+
+    train, heldout = subset(train, config.train_images, SEED + 1), subset(heldout, config.heldout_images, SEED + 2)
+    supernet, search_val = split(train, config.search_val_fraction, SEED + 3)
+    return Data(train, heldout, supernet, search_val)
+
+
+def fit_settings(config: Config):
+    """``benchmarks/configs/cifar10.yaml``'s training settings with the final-training epochs."""
+    from pipeline.api import load_config
+
+    settings = load_config(CONFIG, {"data": str(extract())}).fit_settings("train")
+    return replace(settings, epochs=config.final_epochs, warmup_epochs=min(1.0, config.final_epochs / 5))
+
+
+# --- latency -----------------------------------------------------------------------------------------------
+def measure_alternating(files: dict[str, bytes], rounds: int) -> dict[str, float]:
+    """Median over rounds of each model's median invoke time (1 thread), the models alternating in every round."""
+    from pipeline.latency.measure import LocalMeasurer
+
+    timer = LocalMeasurer(threads=1, min_seconds=0.3)
+    names = list(files)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name].append(timer.time(files[name]))
+    return {n: float(np.median(s)) for n, s in samples.items()}
+
+
+def space_check(config: Config) -> dict:
+    """MobileNet v2's point of the space at 32 px, and the same net with every kernel 7x7, with hard-swish,
+    with squeeze-excite: measured and predicted int8 latency, to show why the space leaves the first two out."""
+    from pipeline.core.keras_convert import full_int8_flatbuffer
+    from pipeline.latency.predict import predict_flatbuffer
+    from pipeline.latency.table import load_table
+    from pipeline.search.space import ZOO_POINTS, Arch, Block, Stage, build
+
+    base = replace(ZOO_POINTS["mobilenet_v2"], resolution=SIZE)
+
+    def variant(kernel: int | None = None, act: str | None = None, se: bool | None = None) -> Arch:
+        return Arch(SIZE, tuple(Stage(s.width, s.se if se is None else se, act or s.act,
+                                      tuple(Block(kernel or b.kernel, b.expansion) for b in s.blocks))
+                                for s in base.stages))
+
+    nets = {"MobileNet v2 point": base, "every kernel 7x7": variant(kernel=7),
+            "hard-swish": variant(act="hard_swish"), "squeeze-excite": variant(se=True)}
+    table = load_table(TABLE)
+    files = {name: full_int8_flatbuffer(build(arch, 10)) for name, arch in nets.items()}
+    measured = measure_alternating(files, config.latency_rounds)
+    return {name: {"measured_ms": measured[name], "predicted_ms": predict_flatbuffer(data, table).latency_ms}
+            for name, data in files.items()}
+
+
+def budgets(config: Config) -> list[dict]:
+    """MobileNet v2's predicted int8 latency at the budget widths: the searched nets compete on the same predictor,
+    so its bias on this kind of net cancels; the goals are then judged on measured latency."""
+    from keras_models import build_model
+    from pipeline.core.keras_convert import full_int8_flatbuffer
+    from pipeline.latency.predict import predict_flatbuffer
+    from pipeline.latency.table import load_table
+
+    table = load_table(TABLE)
+    return [{"alpha": alpha, "predicted_ms": predict_flatbuffer(
+        full_int8_flatbuffer(build_model("mobilenet_v2", SIZE, classes=10, alpha=alpha)), table).latency_ms}
+        for alpha in config.budget_alphas]
+
+
+# --- search ------------------------------------------------------------------------------------------------
+def strategies() -> list[str]:
+    from pipeline.search.strategies import STRATEGIES
+
+    return [s for s in STRATEGY_ORDER if s in STRATEGIES] + [s for s in STRATEGIES if s not in STRATEGY_ORDER]
+
+
+def run_supernet(config: Config, data: Data, work: Path, steps: Steps) -> dict:
+    from pipeline.search.space import SearchSpace
+    from pipeline.search.supernet import SupernetSettings, train_supernet
+
+    state = train_supernet(data.supernet, SearchSpace(**config.space), SupernetSettings(config.supernet_epochs),
+                           work / "supernet", log=lambda line: print(f"  {line}", flush=True))
+    steps.seconds["supernet"] = state["seconds"]  # its own clock, summed over sessions
+    steps.add("supernet", 0.0)
+    return state
+
+
+def run_searches(config: Config, data: Data, budget_list: list[dict], work: Path, steps: Steps) -> dict:
+    """Every (strategy, budget) study; a finished one's summary is cached, an unfinished one resumes."""
+    from pipeline.core.errors import PipelineError
+    from pipeline.latency.table import load_table
+    from pipeline.search.space import SearchSpace
+    from pipeline.search.study import SearchSettings, search
+    from pipeline.search.supernet import SupernetScore
+
+    space = SearchSpace(**config.space)
+    table = load_table(TABLE)
+
+    def datasets(resolution: int):
+        return data.supernet, data.search_val
+
+    supernet = str(work / "supernet")
+    scorer = None
+    results = {}
+    for index, budget in enumerate(budget_list):
+        for strategy in strategies():
+            name = f"{strategy}_b{index}"
+            summary_path = work / "studies" / name / "benchmark_summary.json"
+            if summary_path.is_file():
+                results[name] = json.loads(summary_path.read_text())
+                continue
+            if scorer is None:
+                scorer = CachedScore(SupernetScore.for_search(supernet, space, datasets, config.recalibration_images,
+                                                              SEED), work / "scores.jsonl")
+            settings = SearchSettings(budget["predicted_ms"], strategy, evaluations=config.evaluations,
+                                      minutes=config.search_minutes, train_images=config.recalibration_images,
+                                      hard_budget=True, seed=SEED, supernet=supernet,
+                                      gradient_steps=config.gradient_steps)
+            log = steps.log(f"search {name}")
+            print(f"search: {strategy} at {budget['predicted_ms']:.4f} ms (MobileNet v2 α={budget['alpha']:g})",
+                  flush=True)
+            try:
+                summary = search(datasets, space, table, settings, work / "studies" / name, progress=False, log=log,
+                                 score=scorer)
+            except PipelineError as exc:
+                summary = {"failed": str(exc)}
+            log("finished")
+            trials = [json.loads(line) for line in (work / "studies" / name / "trials.jsonl").read_text().splitlines()
+                      ] if (work / "studies" / name / "trials.jsonl").is_file() else []
+            results[name] = {"strategy": strategy, "budget_index": index, "budget_ms": budget["predicted_ms"],
+                             "failed": summary.get("failed"),
+                             "curve": summary.get("best_reward_by_evaluation", []),
+                             "trials": len(trials), "over_budget": sum(1 for t in trials if t.get("over_budget")),
+                             "scored": [{"arch": t["arch"], "describe": t["describe"], "accuracy": t["accuracy"],
+                                         "predicted_ms": t["predicted_ms"]}
+                                        for t in trials if t.get("accuracy") is not None]}
+            from pipeline.core.fsutil import write_json
+
+            write_json(summary_path, results[name])
+    return results
+
+
+def pooled_front(searches: dict) -> list[dict]:
+    """Every scored candidate of every study, once; those no other beats on inherited accuracy and predicted
+    latency at once, fastest first."""
+    pool = {}
+    for result in searches.values():
+        for trial in result["scored"]:
+            key = json.dumps(trial["arch"], sort_keys=True)
+            pool[key] = trial
+    trials = list(pool.values())
+
+    def dominated(t: dict) -> bool:
+        return any(o["accuracy"] >= t["accuracy"] and o["predicted_ms"] <= t["predicted_ms"]
+                   and (o["accuracy"] > t["accuracy"] or o["predicted_ms"] < t["predicted_ms"]) for o in trials)
+
+    return sorted((t for t in trials if not dominated(t)), key=lambda t: t["predicted_ms"])
+
+
+def pick(front: list[dict], budget_ms: float) -> dict | None:
+    under = [t for t in front if t["predicted_ms"] <= budget_ms]
+    return max(under, key=lambda t: t["accuracy"]) if under else None
+
+
+# --- training and int8 -------------------------------------------------------------------------------------
+def int8_file(path: Path, model, train) -> Path:
+    from pipeline.api import convert
+    from pipeline.core.fsutil import write_bytes
+
+    write_bytes(path, convert(model, "ptq_int8", train.images[:500], io_dtype="uint8"))
+    return path
+
+
+def trained_result(folder: Path, model, data: Data, started: float) -> dict:
+    """Save the Keras model, convert it to int8 with real calibration images, score both on the held-out images."""
+    from pipeline.core.fsutil import save_keras_model
+    from pipeline.core.litert import evaluate
+    from pipeline.stages.train import keras_accuracy
+
+    save_keras_model(model, folder / "model.h5")
+    path = int8_file(folder / "int8.tflite", model, data.train)
+    return {"float_accuracy": keras_accuracy(model, data.heldout), "int8_accuracy": evaluate(path, data.heldout)[
+        "accuracy"], "int8": str(path.relative_to(folder.parent.parent)), "minutes": (time.perf_counter() - started) / 60}
+
+
+def train_zoo(config: Config, data: Data, work: Path, steps: Steps) -> list[dict]:
+    from keras_models import build_model
+    from pipeline.core.tf_env import keras
+    from pipeline.stages.train import fit
+
+    settings = fit_settings(config)
+    rows = []
+    for family, alpha in config.zoo:
+        title = f"{family}" + ("" if alpha is None else f"_{alpha:g}")
+        folder = work / "zoo" / title
+
+        def compute(family=family, alpha=alpha, folder=folder) -> dict:
+            keras.backend.clear_session()
+            started = time.perf_counter()
+            knobs = {} if alpha is None else {"alpha": alpha}
+            model = build_model(family, SIZE, classes=len(data.train.class_names), **knobs)
+            fit(model, data.train, None, settings)
+            return {"family": family, "alpha": alpha, **trained_result(folder, model, data, started)}
+
+        print(f"zoo: {title}", flush=True)
+        rows.append(steps.json(folder / "result.json", f"zoo {title}", compute))
+    return rows
+
+
+def train_finals(config: Config, data: Data, picks: list[dict | None], work: Path, steps: Steps) -> list[dict | None]:
+    """Each picked net from scratch (the zoo's epochs) and fine-tuned from the supernet."""
+    from pipeline.core.tf_env import keras
+    from pipeline.search.space import Arch, build
+    from pipeline.search.supernet import extract_subnet, load_supernet
+    from pipeline.stages.train import fit
+
+    settings = fit_settings(config)
+    rows = []
+    for chosen in picks:
+        if chosen is None:
+            rows.append(None)
+            continue
+        arch = Arch.from_json(chosen["arch"])
+        tag = hashlib.sha1(arch.key.encode()).hexdigest()[:10]
+
+        def scratch(arch=arch, tag=tag) -> dict:
+            keras.backend.clear_session()
+            started = time.perf_counter()
+            model = build(arch, len(data.train.class_names))
+            fit(model, data.train, None, settings)
+            return trained_result(work / "finals" / f"{tag}_scratch", model, data, started)
+
+        def finetuned(arch=arch, tag=tag) -> dict:
+            started = time.perf_counter()
+            net, _ = load_supernet(work / "supernet")
+            model, result = extract_subnet(net, arch, data.train, data.heldout, config.finetune_epochs,
+                                           config.finetune_learning_rate, SEED)
+            return {"inherited_float_accuracy": result["inherited_accuracy"],
+                    **trained_result(work / "finals" / f"{tag}_finetuned", model, data, started)}
+
+        print(f"final: {arch.describe()}", flush=True)
+        rows.append({"tag": tag, "describe": arch.describe(),
+                     "scratch": steps.json(work / "finals" / f"{tag}_scratch" / "result.json", f"final {tag} scratch",
+                                           scratch),
+                     "finetuned": steps.json(work / "finals" / f"{tag}_finetuned" / "result.json",
+                                             f"final {tag} fine-tune", finetuned)})
+    return rows
+
+
+def measure_all(config: Config, zoo: list[dict], finals: list[dict | None], work: Path, steps: Steps) -> dict:
+    """Every int8 file in one alternating pass; re-measured only when the set of files changes."""
+    files = sorted({r["int8"] for r in zoo} | {f[k]["int8"] for f in finals if f for k in ("scratch", "finetuned")})
+    path = work / "latency.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if sorted(saved["ms"]) == files:
+            return saved["ms"]
+    started = time.perf_counter()
+    measured = measure_alternating({f: (work / f).read_bytes() for f in files}, config.latency_rounds)
+    from pipeline.core.fsutil import write_json
+
+    write_json(path, {"ms": measured})
+    steps.add("latency pass", time.perf_counter() - started)
+    return measured
+
+
+# --- goals, plots, report ----------------------------------------------------------------------------------
+def zoo_title(row: dict) -> str:
+    return row["family"] + ("" if row["alpha"] is None else f" α={row['alpha']:g}")
+
+
+def evaluate_goals(config: Config, budget_list: list[dict], zoo: list[dict], finals: list[dict | None],
+                   latency: dict, steps: Steps) -> tuple[list[dict], list[tuple[str, str, bool | None]]]:
+    rows, goals = [], []
+    mobilenet = {r["alpha"]: r for r in zoo if r["family"] == "mobilenet_v2"}
+    for budget, final in zip(budget_list, finals):
+        reference = mobilenet.get(budget["alpha"])
+        limit = latency[reference["int8"]] if reference else None
+        under = [r for r in zoo if limit is not None and latency[r["int8"]] <= limit]
+        best_zoo = max(under, key=lambda r: r["int8_accuracy"], default=None)
+        row = {"budget": budget, "limit_ms": limit, "best_zoo": best_zoo, "final": final}
+        if final is not None:
+            row["searched_ms"] = latency[final["scratch"]["int8"]]
+            row["finetuned_ms"] = latency[final["finetuned"]["int8"]]
+        rows.append(row)
+        at = f"MobileNet v2 α={budget['alpha']:g}'s latency"
+        if final is None or limit is None or best_zoo is None:
+            goals.append((f"searched net ≥ best zoo net at {at}", "no searched net under the budget"
+                          if final is None else "MobileNet v2 at this width not trained (--zoo)", False))
+            continue
+        accuracy = final["scratch"]["int8_accuracy"]
+        gain = accuracy - best_zoo["int8_accuracy"]
+        fits = row["searched_ms"] <= limit
+        goals.append((f"at {at} ({limit:.4f} ms): the searched net (from scratch, int8) beats every zoo net at or under "
+                      "it (domination at this budget)",
+                      f"{accuracy:.2%} at {row['searched_ms']:.4f} ms vs {zoo_title(best_zoo)} {best_zoo['int8_accuracy']:.2%}"
+                      f" at {latency[best_zoo['int8']]:.4f} ms", fits and gain > 0))
+        goals.append((f"at {at}: ≥ {GAIN_GOAL * 100:.1f} points over the best zoo net at or under it",
+                      f"{gain * 100:+.2f} points", fits and gain >= GAIN_GOAL))
+        drop = final["scratch"]["int8_accuracy"] - final["finetuned"]["int8_accuracy"]
+        goals.append((f"at {at}: fine-tuned from the supernet ({config.finetune_epochs} epochs) within "
+                      f"{FINETUNE_GOAL * 100:.1f} points of the same net from scratch ({config.final_epochs} epochs)",
+                      f"{-drop * 100:+.2f} points ({final['finetuned']['int8_accuracy']:.2%} vs "
+                      f"{final['scratch']['int8_accuracy']:.2%})", drop <= FINETUNE_GOAL))
+    search_hours = (steps.seconds.get("supernet", 0.0) + sum(
+        v for k, v in steps.seconds.items() if k.startswith("search "))) / 3600
+    goals.append((f"whole search, supernet included, ≤ {SEARCH_HOURS_GOAL:g} h on this machine", f"{search_hours:.2f} h",
+                  search_hours <= SEARCH_HOURS_GOAL))
+    return rows, goals
+
+
+def plot_front(config: Config, zoo: list[dict], rows: list[dict], front: list[dict], latency: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.core.fsutil import atomic_path
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    for family in dict.fromkeys(r["family"] for r in zoo):
+        members = sorted((r for r in zoo if r["family"] == family), key=lambda r: latency[r["int8"]])
+        left.plot([latency[r["int8"]] for r in members], [100 * r["int8_accuracy"] for r in members], "o-", label=family)
+        for r in members:
+            if r["alpha"] is not None:
+                left.annotate(f"{r['alpha']:g}", (latency[r["int8"]], 100 * r["int8_accuracy"]), fontsize=7)
+    done = [r for r in rows if r["final"] is not None]
+    for key, style, label in (("scratch", "r*-", "searched (from scratch)"),
+                              ("finetuned", "m^--", "searched (fine-tuned from supernet)")):
+        points = sorted((latency[r["final"][key]["int8"]], 100 * r["final"][key]["int8_accuracy"]) for r in done)
+        if points:
+            left.plot(*zip(*points), style, markersize=10, label=label)
+    for r in rows:
+        if r["limit_ms"] is not None:
+            left.axvline(r["limit_ms"], color="grey", linestyle=":", linewidth=1)
+    left.set_xlabel("measured int8 latency, 1 thread (ms)")
+    left.set_ylabel("held-out int8 accuracy (%)")
+    left.set_title(f"CIFAR-10 at {SIZE} px, {config.final_epochs} epochs each ({config.name} config)")
+    left.legend(fontsize=7)
+    pool = {json.dumps(t["arch"], sort_keys=True): t for t in front}
+    right.plot([t["predicted_ms"] for t in pool.values()], [100 * t["accuracy"] for t in pool.values()], "r.-",
+               label="searched front (all studies)")
+    for r in rows:
+        right.axvline(r["budget"]["predicted_ms"], color="grey", linestyle=":", linewidth=1)
+        chosen = r["final"]
+        if chosen is not None:
+            match = [t for t in front if t["describe"] == chosen["describe"]]
+            if match:
+                right.plot(match[0]["predicted_ms"], 100 * match[0]["accuracy"], "k*", markersize=12)
+    right.set_xlabel("predicted int8 latency (ms)")
+    right.set_ylabel("inherited-weight accuracy on search validation (%)")
+    right.set_title("front of every scored candidate; ★ picked, : budgets")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_curves(searches: dict, budget_list: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.core.fsutil import atomic_path
+
+    fig, axes = plt.subplots(1, len(budget_list), figsize=(5 * len(budget_list), 4), squeeze=False)
+    for index, (ax, budget) in enumerate(zip(axes[0], budget_list)):
+        for result in searches.values():
+            if result["budget_index"] == index and result["curve"]:
+                curve = result["curve"]
+                style = "k--" if result["strategy"] == "random" else "-"
+                ax.plot(range(1, len(curve) + 1), [100 * c for c in curve], style, label=result["strategy"])
+        ax.set_title(f"budget {budget['predicted_ms']:.4f} ms (MobileNet v2 α={budget['alpha']:g})")
+        ax.set_xlabel("scored candidates")
+        ax.set_ylabel("best reward so far (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _passes(curve: list[float], target: float) -> str:
+    for n, value in enumerate(curve, start=1):
+        if value > target:
+            return str(n)
+    return "—"
+
+
+def render(config: Config, data: Data, checks: dict, budget_list: list[dict], supernet: dict, searches: dict,
+           front: list[dict], zoo: list[dict], rows: list[dict], goals: list, latency: dict, steps: Steps,
+           plots: tuple[str, str]) -> str:
+    space = config.space
+    smoke = config.name == "smoke"
+    alphas = ", ".join(format(b["alpha"], "g") for b in budget_list)
+    lines = ["## Architecture search on CIFAR-10 vs the zoo (`benchmarks/search.py`)", ""]
+    if smoke:
+        lines += ["**Smoke config (`--smoke`): a CI-sized run that exercises every step; its numbers are not evidence "
+                  "for the goals. The full config (`python benchmarks/search.py`) replaces this section.**", ""]
+    lines += [
+        f"CIFAR-10 at {SIZE} px (the images' own size: the search's time budget on 2 cores leaves no room for 4x the "
+        f"pixels). {len(data.train)} training images ({len(data.supernet)} for the supernet, {len(data.search_val)} to "
+        f"score candidates), {len(data.heldout)} held-out images carved from the training split with seed {SEED}: every "
+        "accuracy below is int8 (PTQ, 500 real calibration images) on the held-out images unless it says otherwise. "
+        f"Zoo nets and the searched nets train {config.final_epochs} epochs with `benchmarks/configs/cifar10.yaml`'s "
+        "settings; every latency is LiteRT int8 at 1 thread, all files measured in one pass of "
+        f"{config.latency_rounds} alternating rounds. The machine is shared (another benchmark trains on both cores): "
+        "latencies are paired within the pass, times per step are wall-clock under that load.", "",
+        f"Search space: resolution {SIZE}, kernels {list(space['kernels'])}, expansions {list(space['expansions'])}, "
+        f"depths {list(space['depths'])}, widths {list(space['widths'])}, squeeze-excite {list(space['se'])}, "
+        f"activations {list(space['acts'])}. The issue's space also has 7x7 kernels and hard-swish; at {SIZE} px they "
+        "cost (MobileNet v2's point, int8, 1 thread):", "",
+        "| net | measured (ms) | vs MobileNet v2 point | predicted (ms) |", "|---|---:|---:|---:|"]
+    base = checks["MobileNet v2 point"]["measured_ms"]
+    for name, c in checks.items():
+        lines.append(f"| {name} | {c['measured_ms']:.4f} | {c['measured_ms'] / base:.2f}x | {c['predicted_ms']:.4f} |")
+    largest = max(b["predicted_ms"] for b in budget_list)
+    over = [name for name in ("every kernel 7x7", "hard-swish") if checks[name]["predicted_ms"] > largest]
+    lines += ["", (f"MobileNet v2's shape with {' or with '.join(over)} is predicted over the largest budget below "
+                   f"({largest:.4f} ms): leaving them out saves the search converting candidates it must refuse."
+                   if over else f"(Both are predicted under the largest budget, {largest:.4f} ms.)"), "",
+              f"Budgets: MobileNet v2's int8 latency at α = {alphas} as "
+              "predicted by the latency table (`benchmarks/latency_model.py`); the search is held to them (hard "
+              "budget, on the predictor), the goals are judged on measured latency against the same MobileNet v2 "
+              "measured in the pass.", "",
+              f"Supernet: progressive shrinking, epochs per phase {list(config.supernet_epochs)} "
+              f"(largest, kernel, depth, width), {supernet['seconds'] / 60:.1f} min. Searches: "
+              f"{', '.join(strategies())}, each at each budget, up to {config.evaluations} scored candidates or "
+              f"{config.search_minutes:g} min per study, candidates scored with inherited weights (BatchNorm "
+              f"recalibrated on {config.recalibration_images} images), each net scored once across studies.", "",
+              "| goal | measured | met |", "|---|---|:---:|"]
+    lines += [f"| {name} | {value} | {'—' if ok is None else 'yes' if ok else 'NO'} |" for name, value, ok in goals]
+    lines += ["", "Per budget: the searched net (most accurate on the pooled front predicted at or under the budget) "
+              "and the best zoo net at or under MobileNet v2's measured latency:", "",
+              "| budget (pred. ms) | MobileNet v2 meas. (ms) | searched net | inherited acc. (search val.) | "
+              "meas. (ms) | scratch int8 | fine-tuned int8 | best zoo under it | its int8 | its meas. (ms) |",
+              "|---|---:|---|---:|---:|---:|---:|---|---:|---:|"]
+    for r in rows:
+        b, final, best = r["budget"], r["final"], r["best_zoo"]
+        inherited = next((t["accuracy"] for t in front if final and t["describe"] == final["describe"]), None)
+        lines.append(
+            f"| {b['predicted_ms']:.4f} (α={b['alpha']:g}) | "
+            f"{'—' if r['limit_ms'] is None else format(r['limit_ms'], '.4f')} | "
+            f"{final['describe'] if final else 'none under the budget'} | "
+            f"{'—' if inherited is None else format(inherited, '.2%')} | "
+            f"{format(r['searched_ms'], '.4f') if final else '—'} | "
+            f"{format(final['scratch']['int8_accuracy'], '.2%') if final else '—'} | "
+            f"{format(final['finetuned']['int8_accuracy'], '.2%') if final else '—'} | "
+            f"{zoo_title(best) if best else '—'} | {format(best['int8_accuracy'], '.2%') if best else '—'} | "
+            f"{format(latency[best['int8']], '.4f') if best else '—'} |")
+    lines += ["", "Zoo nets:", "", "| net | meas. (ms) | float acc. | int8 acc. | training (min) |",
+              "|---|---:|---:|---:|---:|"]
+    for z in sorted(zoo, key=lambda z: latency[z["int8"]]):
+        lines.append(f"| {zoo_title(z)} | {latency[z['int8']]:.4f} | {z['float_accuracy']:.2%} | "
+                     f"{z['int8_accuracy']:.2%} | {z['minutes']:.1f} |")
+    lines += ["", "Strategies: best reward (inherited accuracy of a net under the budget) after the given number of "
+              "scored candidates; \"passes random\" is the first candidate at which a strategy's best exceeds random "
+              "search's final best.", "",
+              "| budget | strategy | scored | proposed over budget | best at ¼ / ½ / end | passes random | minutes |",
+              "|---|---|---:|---:|---|---:|---:|"]
+    for index, budget in enumerate(budget_list):
+        random_final = max(searches.get(f"random_b{index}", {}).get("curve") or [0.0])
+        for strategy in strategies():
+            s = searches.get(f"{strategy}_b{index}")
+            if s is None:
+                continue
+            curve = s["curve"]
+            minutes = steps.seconds.get(f"search {strategy}_b{index}", 0.0) / 60
+            if s.get("failed"):
+                lines.append(f"| α={budget['alpha']:g} | {strategy} | failed: {s['failed']} | | | | {minutes:.1f} |")
+                continue
+            marks = " / ".join(f"{100 * curve[max(0, int(len(curve) * q) - 1)]:.2f}" for q in (0.25, 0.5, 1.0)
+                               ) if curve else "—"
+            lines.append(f"| α={budget['alpha']:g} | {strategy} | {len(curve)} | {s['over_budget']} | {marks} | "
+                         f"{'baseline' if strategy == 'random' else _passes(curve, random_final)} | {minutes:.1f} |")
+    lines += ["", "Time per step (wall-clock, summed over sessions):", "", "| step | minutes |", "|---|---:|"]
+    lines += [f"| {step} | {seconds / 60:.1f} |" for step, seconds in steps.seconds.items()]
+    lines += ["", f"Plots: [{plots[0]}]({plots[0]}) (held-out int8 accuracy vs measured latency, every zoo net and the "
+              f"searched nets; the pooled searched front on the right), [{plots[1]}]({plots[1]}) (best reward vs "
+              "scored candidates per strategy and budget)."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="the CI-sized config: every step in a few minutes")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_search", help="cache folder")
+    parser.add_argument("--no-write", action="store_true", help="print without updating BENCHMARKS.md")
+    args = parser.parse_args()
+    if not TABLE.is_file():
+        raise SystemExit(f"run benchmarks/latency_model.py first: {TABLE} is the latency table it builds")
+    config = CONFIGS["smoke" if args.smoke else "full"]
+    work = args.work / config.name
+    work.mkdir(parents=True, exist_ok=True)
+    saved_config = work / "config.json"
+    if saved_config.is_file() and json.loads(saved_config.read_text()) != json.loads(json.dumps(asdict(config))):
+        raise SystemExit(f"{work} holds a run of another configuration; use another --work or remove it")
+    saved_config.write_text(json.dumps(asdict(config), indent=1))
+    steps = Steps(work)
+    print(f"search benchmark ({config.name} config) in {work}", flush=True)
+    data = load_data(config, work, steps)
+    checks = steps.json(work / "space_check.json", "space check", lambda: space_check(config))
+    budget_list = steps.json(work / "budgets.json", "budgets", lambda: {"budgets": budgets(config)})["budgets"]
+    supernet = run_supernet(config, data, work, steps)
+    searches = run_searches(config, data, budget_list, work, steps)
+    front = pooled_front(searches)
+    picks = steps.json(work / "picks.json", "picks",
+                       lambda: {"picks": [pick(front, b["predicted_ms"]) for b in budget_list]})["picks"]
+    zoo = train_zoo(config, data, work, steps)
+    finals = train_finals(config, data, picks, work, steps)
+    latency = measure_all(config, zoo, finals, work, steps)
+    rows, goals = evaluate_goals(config, budget_list, zoo, finals, latency, steps)
+    plots = tuple(os.path.relpath(work / name, ROOT) for name in ("search_front.png", "search_curves.png"))
+    plot_front(config, zoo, rows, front, latency, ROOT / plots[0])
+    plot_curves(searches, budget_list, ROOT / plots[1])
+    markdown = render(config, data, checks, budget_list, supernet, searches, front, zoo, rows, goals, latency, steps,
+                      plots)
+    if not args.no_write:
+        write_section("search", markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
