@@ -103,7 +103,10 @@ def test_search_trains_deployable_nets_resumes_and_writes_its_front(tmp_path, ta
     first = json_output(_search(tmp_path, table, run_data, out, "--budget", "1", "--json"))
     assert first["trained"] == 1 and first["pareto"]
     lines = (out / "trials.jsonl").read_text().splitlines()
-    more = json_output(_search(tmp_path, table, run_data, out, "--budget", "2", "--json"))
+    more = json_output(_search(tmp_path, table, run_data, out, "--budget", "2", "--zoo", "mobilenet_v2@0.35",
+                               "--json"))
+    assert [z["spec"] for z in more["zoo"]] == ["mobilenet_v2@0.35"] and (out / "zoo.json").is_file()
+    assert 0 <= more["zoo"][0]["accuracy"] <= 1 and more["zoo"][0]["measured_ms"] > 0
     assert more["trained"] == 2 and (out / "trials.jsonl").read_text().splitlines()[:len(lines)] == lines
     for name in ("pareto.json", "pareto.csv", "pareto.png", "summary.json", "study.json"):
         assert (out / name).is_file(), name
@@ -111,6 +114,12 @@ def test_search_trains_deployable_nets_resumes_and_writes_its_front(tmp_path, ta
     assert all(t["measured_ms"] > 0 and t["predicted_ms"] > 0 and 0 <= t["accuracy"] <= 1 for t in front)
     other = _search(tmp_path, table, run_data, out, "--budget", "2", "--epochs", "2")
     assert other.exit_code == 1 and "another search space, settings" in other.output
+
+
+def test_an_unknown_zoo_reference_is_one_line_before_any_search(tmp_path, table, run_data):
+    result = _search(tmp_path, table, run_data, tmp_path / "z", "--zoo", "mobilenet_v9")
+    assert result.exit_code == 1 and "--zoo 'mobilenet_v9'" in result.output
+    assert not (tmp_path / "z" / "trials.jsonl").exists()
 
 
 def test_a_space_without_deployable_nets_is_one_line(tmp_path, table, run_data):

@@ -60,6 +60,8 @@ def _datasets(data: str, validation_split: float, seed: int, progress: bool):
 @click.option("--workers", type=click.IntRange(1), default=_default("workers"), show_default=True,
               help="Candidates trained at once, as Ray tasks (an embedded local Ray unless --ray-address); "
                    "a study may resume with another count.")
+@click.option("--zoo", default="", help="Zoo nets to proxy-train beside the study and draw on its plot, comma-separated "
+                                         "NAME or NAME@ALPHA (e.g. mobilenet_v2@0.35,mnasnet_b1@0.5).")
 @click.option("--supernet", "supernet_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Score candidates with weights inherited from this supernet (`tflpipe supernet train`), "
                    "BatchNorm recalibrated, no training: seconds per candidate (Once-for-All).")
@@ -67,7 +69,7 @@ def _datasets(data: str, validation_split: float, seed: int, progress: bool):
                                     "a local one; every node needs this package installed.")
 @json_option
 def search(data, latency_budget, table, out, target, strategy, evaluations, minutes, epochs, train_images, hard_budget,
-           space_file, nnapi_api_level, validation_split, seed, workers, supernet_dir, ray_address, as_json) -> None:
+           space_file, nnapi_api_level, validation_split, seed, workers, zoo, supernet_dir, ray_address, as_json) -> None:
     """Search the inverted-residual space for the most accurate deployable net under a latency budget."""
     from pipeline.core.fsutil import ensure_writable_dir
     from pipeline.latency.table import load_table
@@ -79,7 +81,8 @@ def search(data, latency_budget, table, out, target, strategy, evaluations, minu
     space = SearchSpace.from_file(space_file)
     settings = SearchSettings(latency_budget, strategy, target, evaluations, minutes, epochs, train_images,
                               hard_budget=hard_budget, nnapi_api_level=nnapi_api_level, seed=seed,
-                              supernet=None if supernet_dir is None else str(supernet_dir), workers=workers,
+                              supernet=None if supernet_dir is None else str(supernet_dir),
+                              zoo=tuple(z.strip() for z in zoo.split(",") if z.strip()), workers=workers,
                               ray_address=ray_address).check()
     loaded = load_table(table)
     summary = run_search(_datasets(data, validation_split, seed, not as_json), space, loaded, settings, out, progress=not as_json,
@@ -92,6 +95,8 @@ def search(data, latency_budget, table, out, target, strategy, evaluations, minu
             measured = f", measured {t['measured_ms']:.3f} ms" if "measured_ms" in t else ""
             lines.append(f"  {t['accuracy']:.2%} at {t['predicted_ms']:.3f} ms predicted{measured}, "
                          f"{t['size_bytes'] / 1024:.0f} KB: {t['describe']}")
+        lines += [f"  zoo {z['spec']}: {z['accuracy']:.2%} at {z['predicted_ms']:.3f} ms predicted"
+                  for z in d.get("zoo", [])]
         if d["best"]:
             lines.append(f"best by reward: {out / 'best.json'}; deploy it with `tflpipe run --model searched:{out} "
                          f"--input-size {d['best']['arch']['resolution']} --data ...`")

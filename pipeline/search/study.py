@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.core.data import ImageSet
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, first_line
 from pipeline.core.fsutil import atomic_path, write_json, write_text
 from pipeline.latency.predict import predict_flatbuffer
 from pipeline.latency.table import LatencyTable
@@ -32,7 +32,7 @@ from pipeline.search.strategies import make_strategy, mnasnet_reward
 MAX_UNDEPLOYABLE_IN_A_ROW = 200
 BEST_FILE = "best.json"  # the highest-reward net: `tflpipe run --model searched:STUDY` builds it
 SEARCHED = "searched:"
-NOT_IN_STUDY = ("workers", "ray_address")  # how a study runs, not what it compares: a resume may change them
+NOT_IN_STUDY = ("workers", "ray_address", "zoo")  # how a study runs, not what it compares: a resume may change them
 
 
 def load_best(study: str | Path) -> Arch:
@@ -63,6 +63,7 @@ class SearchSettings:
     seed: int = 0
     supernet: str | None = None  # score candidates with inherited weights from this supernet, no training
     gradient_steps: int = 30  # gradient strategy: architecture steps before each proposal
+    zoo: tuple[str, ...] = ()  # zoo nets (name or name@alpha) proxy-trained beside the study, drawn on its plot
     workers: int = 1  # candidates scored at once (Ray tasks when above 1); not part of the study
     ray_address: str | None = None  # a Ray cluster to join instead of a local one; not part of the study
 
@@ -129,16 +130,63 @@ class Study:
 
 def train_and_score(arch: Arch, train: ImageSet, val: ImageSet, settings: SearchSettings, seed: int) -> float:
     from pipeline.core.tf_env import keras
-    from pipeline.stages.train import FitSettings, fit, keras_accuracy
 
     keras.backend.clear_session()
+    return _proxy_accuracy(build(arch, len(train.class_names)), train, val, settings, seed)
+
+
+def _proxy_accuracy(model, train: ImageSet, val: ImageSet, settings: SearchSettings, seed: int) -> float:
+    """The search's proxy: ``settings.epochs`` on ``settings.train_images`` of the training split."""
+    from pipeline.stages.train import FitSettings, fit, keras_accuracy
+
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(train), size=min(len(train), settings.train_images), replace=False))
-    model = build(arch, len(train.class_names))
     fit(model, train.subset(chosen), None, FitSettings(epochs=settings.epochs, learning_rate=settings.learning_rate,
                                                         batch_size=settings.batch_size, seed=seed,
                                                         warmup_epochs=min(1.0, settings.epochs / 5)))
     return keras_accuracy(model, val)
+
+
+def _zoo_spec(spec: str) -> tuple[str, dict]:
+    """``name`` or ``name@alpha`` -> (name, knobs); an unknown net or a malformed spec is one line."""
+    from keras_models import REGISTRY
+
+    name, _, alpha = spec.partition("@")
+    try:
+        knobs = {"alpha": float(alpha)} if alpha else {}
+    except ValueError:
+        knobs = None
+    if knobs is None or name not in REGISTRY:
+        raise PipelineError(f"--zoo {spec!r}: write a zoo net as NAME or NAME@ALPHA (e.g. mobilenet_v2@0.35); "
+                            f"nets: {', '.join(sorted(REGISTRY))}")
+    return name, knobs
+
+
+def zoo_reference(spec: str, datasets: Callable[[int], tuple[ImageSet, ImageSet]], resolution: int,
+                  table: LatencyTable, settings: SearchSettings) -> dict:
+    """A zoo net (``name`` or ``name@alpha``) at the study's resolution with the same proxy training as the
+    candidates, its int8 latency predicted from the table and, on this CPU's tables, measured: the points
+    a search must beat, drawn on its Pareto plot."""
+    from keras_models import ZooError, build_model
+    from pipeline.core.keras_convert import full_int8_flatbuffer
+    from pipeline.core.tf_env import keras
+
+    name, knobs = _zoo_spec(spec)
+    train, val = datasets(resolution)
+    keras.backend.clear_session()
+    try:
+        model = build_model(name, resolution, classes=len(train.class_names), **knobs)
+    except ZooError as exc:  # unknown net, a knob it does not take
+        raise PipelineError(f"--zoo {spec!r}: {first_line(exc)}") from None
+    flatbuffer = full_int8_flatbuffer(model)
+    found = {"spec": spec, "resolution": resolution, "size_bytes": len(flatbuffer),
+             "predicted_ms": predict_flatbuffer(flatbuffer, table).latency_ms,
+             "accuracy": _proxy_accuracy(model, train, val, settings, settings.seed)}
+    if table.device == "cpu":
+        from pipeline.latency.measure import LocalMeasurer
+
+        found["measured_ms"] = LocalMeasurer(threads=table.threads, min_seconds=0.3).time(flatbuffer)
+    return found
 
 
 @dataclass(frozen=True)
@@ -175,6 +223,8 @@ def search(datasets: Callable[[int], tuple[ImageSet, ImageSet]], space: SearchSp
 
     settings.check()
     space.check()
+    for spec in settings.zoo:  # before any search work: the references are trained at its end
+        _zoo_spec(spec)
     if table.device != "cpu" and settings.target == "cpu-int8":
         log(f"latencies are predicted for {table.device}, the device the table was measured on")
     study = Study(Path(out), space, settings, table)
@@ -260,14 +310,30 @@ def search(datasets: Callable[[int], tuple[ImageSet, ImageSet]], space: SearchSp
             log(f"trial {finished}: {accuracy:.2%} at {predicted:.3f} ms predicted, reward {reward:.4f} "
                 f"({arch.describe()})")
         bar.close()
-    return finish(study, table, settings, classes)
+    zoo = _zoo_references(study, datasets, max(space.resolutions), table, settings, log)
+    return finish(study, table, settings, classes, zoo)
+
+
+def _zoo_references(study: Study, datasets, resolution: int, table: LatencyTable, settings: SearchSettings,
+                    log: Callable[[str], None]) -> list[dict]:
+    """The ``settings.zoo`` nets, each trained once and kept in ``zoo.json`` (a resumed study reuses them)."""
+    path = study.out / "zoo.json"
+    done = {z["spec"]: z for z in (json.loads(path.read_text(encoding="utf-8")) if path.exists() else [])
+            if z.get("resolution") == resolution}
+    for spec in settings.zoo:
+        if spec not in done:
+            done[spec] = zoo_reference(spec, datasets, resolution, table, settings)
+            write_json(path, list(done.values()))
+            log(f"zoo {spec}: {done[spec]['accuracy']:.2%} at {done[spec]['predicted_ms']:.3f} ms predicted")
+    return [done[spec] for spec in settings.zoo]
 
 
 def _objectives(trial: dict) -> tuple[float, float] | None:
     return (trial["accuracy"], trial["predicted_ms"]) if trial.get("accuracy") is not None else None
 
 
-def finish(study: Study, table: LatencyTable, settings: SearchSettings, classes: int) -> dict:
+def finish(study: Study, table: LatencyTable, settings: SearchSettings, classes: int,
+           zoo: list[dict] = ()) -> dict:
     """Pareto front measured here (this CPU's tables), its JSON, CSV and plot, and a card per trial."""
     front = pareto_front(study.trials)
     if table.device == "cpu":
@@ -285,7 +351,7 @@ def finish(study: Study, table: LatencyTable, settings: SearchSettings, classes:
                "undeployable": sum(1 for t in study.trials if t.get("deployable") is False),
                "latency_budget_ms": settings.latency_budget_ms, "strategy": settings.strategy,
                "target": settings.target, "best": best, "pareto": front,
-               "best_reward_by_evaluation": _running_best(trained)}
+               "best_reward_by_evaluation": _running_best(trained), "zoo": list(zoo)}
     if best is not None:
         write_json(study.out / BEST_FILE, {"arch": best["arch"], "describe": best["describe"],
                                            "accuracy": best["accuracy"], "predicted_ms": best["predicted_ms"],
@@ -298,7 +364,7 @@ def finish(study: Study, table: LatencyTable, settings: SearchSettings, classes:
         write_json(cards / f"{trial['number']:04d}.json", trial)
     write_json(study.out / "summary.json", summary)
     if trained:
-        _plot(trained, front, settings, study.out / "pareto.png")
+        _plot(trained, front, list(zoo), settings, study.out / "pareto.png")
     return summary
 
 
@@ -321,7 +387,7 @@ def _csv(front: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _plot(trained: list[dict], front: list[dict], settings: SearchSettings, path: Path) -> None:
+def _plot(trained: list[dict], front: list[dict], zoo: list[dict], settings: SearchSettings, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -331,6 +397,12 @@ def _plot(trained: list[dict], front: list[dict], settings: SearchSettings, path
     ax.scatter([t["predicted_ms"] for t in trained], [100 * t["accuracy"] for t in trained], s=14, alpha=0.5,
                label="candidates")
     ax.plot([t["predicted_ms"] for t in front], [100 * t["accuracy"] for t in front], "r.-", label="Pareto front")
+    for z in zoo:
+        ax.scatter([z["predicted_ms"]], [100 * z["accuracy"]], marker="s", color="black", s=22)
+        ax.annotate(z["spec"], (z["predicted_ms"], 100 * z["accuracy"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    if zoo:
+        ax.scatter([], [], marker="s", color="black", s=22, label="zoo nets (same proxy training)")
     ax.axvline(settings.latency_budget_ms, color="grey", linestyle="--", label="budget")
     ax.set_xlabel("predicted int8 latency (ms)")
     ax.set_ylabel("accuracy after proxy training (%)")
