@@ -91,6 +91,9 @@ def test_supernet_trains_resumes_after_a_kill_and_its_subnet_goes_on(tmp_path, s
     saved = load_keras_model(subnet / "subnet.h5")
     probe = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
     assert np.abs(rebuilt.predict(probe, verbose=0) - saved.predict(probe, verbose=0)).max() < 1e-6
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(PipelineError, match="does not fit searched:"):
+        build_net(f"searched:{subnet}", 32, 3, weights=str(tmp_path / "junk.h5"))
 
 
 def test_bad_input_is_one_line(tmp_path, space_file):
@@ -163,15 +166,20 @@ def test_gradient_search_samples_exact_subnets_and_drives_expected_latency_to_th
 @pytest.mark.slow
 def test_search_scores_with_the_supernet_and_searches_by_gradient(tmp_path, space_file, cpu_table):
     """`tflpipe search --supernet`: candidates scored with inherited weights; `--strategy gradient` proposes
-    through the supernet; without a supernet the gradient strategy is one line."""
+    through the supernet and `--export-epochs` sends the best net through the pipeline; without a supernet the
+    gradient strategy is one line."""
     data = write_image_folder(tmp_path / "data", classes=3, per_class=12, size=32)
     supernet = tmp_path / "supernet"
     json_output(invoke("supernet", "train", "--data", data, "--space", space_file, "--out", supernet,
                        "--epochs", "1,0,0,0", "--batch-size", 32, "--json"))
     common = ["--data", data, "--space", space_file, "--table", cpu_table, "--latency-budget", 1.0, "--budget", 2]
     summary = json_output(invoke("search", *common, "--out", tmp_path / "gradient", "--strategy", "gradient",
-                                 "--supernet", supernet, "--json"))
+                                 "--supernet", supernet, "--export-epochs", 1, "--json"))
     assert summary["trained"] == 2 and summary["best"] is not None
+    # The chosen net went through the whole pipeline from its inherited weights: a normal run folder.
+    best = tmp_path / "gradient" / "best"
+    assert (best / "model_int8.tflite").is_file() and (best / "report.json").is_file()
+    assert {row["stage"] for row in summary["best_run"]["summary"]} >= {"keras_float", "tflite_int8"}
     assert (tmp_path / "gradient" / "gradient_logits_32.npz").is_file()
     trials = [json.loads(line) for line in (tmp_path / "gradient" / "trials.jsonl").read_text().splitlines()]
     assert all(0 <= t["accuracy"] <= 1 for t in trials if "accuracy" in t)

@@ -60,6 +60,10 @@ def _datasets(data: str, validation_split: float, seed: int, progress: bool):
 @click.option("--workers", type=click.IntRange(1), default=_default("workers"), show_default=True,
               help="Candidates trained at once, as Ray tasks (an embedded local Ray unless --ray-address); "
                    "a study may resume with another count.")
+@click.option("--export-epochs", type=click.IntRange(0), default=0, show_default=True,
+              help="Then train the best net this many epochs through the whole pipeline (prune, QAT, int8, "
+                   "metadata, the target's checks) into OUT/best, a normal run folder; with --supernet it starts "
+                   "from its inherited weights. 0: only best.json.")
 @click.option("--zoo", default="", help="Zoo nets to proxy-train beside the study and draw on its plot, comma-separated "
                                          "NAME or NAME@ALPHA (e.g. mobilenet_v2@0.35,mnasnet_b1@0.5).")
 @click.option("--supernet", "supernet_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -69,7 +73,7 @@ def _datasets(data: str, validation_split: float, seed: int, progress: bool):
                                     "a local one; every node needs this package installed.")
 @json_option
 def search(data, latency_budget, table, out, target, strategy, evaluations, minutes, epochs, train_images, hard_budget,
-           space_file, nnapi_api_level, validation_split, seed, workers, zoo, supernet_dir, ray_address, as_json) -> None:
+           space_file, nnapi_api_level, validation_split, seed, workers, export_epochs, zoo, supernet_dir, ray_address, as_json) -> None:
     """Search the inverted-residual space for the most accurate deployable net under a latency budget."""
     from pipeline.core.fsutil import ensure_writable_dir
     from pipeline.latency.table import load_table
@@ -85,8 +89,12 @@ def search(data, latency_budget, table, out, target, strategy, evaluations, minu
                               zoo=tuple(z.strip() for z in zoo.split(",") if z.strip()), workers=workers,
                               ray_address=ray_address).check()
     loaded = load_table(table)
-    summary = run_search(_datasets(data, validation_split, seed, not as_json), space, loaded, settings, out, progress=not as_json,
+    datasets = _datasets(data, validation_split, seed, not as_json)
+    summary = run_search(datasets, space, loaded, settings, out, progress=not as_json,
                          log=lambda line: click.echo(f"tflpipe: {line}", err=True))
+    if export_epochs and summary["best"]:
+        summary["best_run"] = _export_best(out, summary, datasets, supernet_dir, data, validation_split, target,
+                                           nnapi_api_level, export_epochs, seed)
 
     def human(d: dict) -> str:
         lines = [f"{d['trained']} nets trained, {d['undeployable']} refused as undeployable on {d['target']} "
@@ -97,12 +105,42 @@ def search(data, latency_budget, table, out, target, strategy, evaluations, minu
                          f"{t['size_bytes'] / 1024:.0f} KB: {t['describe']}")
         lines += [f"  zoo {z['spec']}: {z['accuracy']:.2%} at {z['predicted_ms']:.3f} ms predicted"
                   for z in d.get("zoo", [])]
-        if d["best"]:
+        if d.get("best_run"):
+            lines.append(f"best net through the pipeline: {d['best_run']['out']} (deployable model: "
+                         f"{d['best_run']['deployable']})")
+        elif d["best"]:
             lines.append(f"best by reward: {out / 'best.json'}; deploy it with `tflpipe run --model searched:{out} "
-                         f"--input-size {d['best']['arch']['resolution']} --data ...`")
+                         f"--input-size {d['best']['arch']['resolution']} --data ...` (or search with --export-epochs)")
         return "\n".join(lines)
 
     emit(summary, as_json, human)
+
+
+def _export_best(out: Path, summary: dict, datasets, supernet_dir: Path | None, data: str, validation_split: float,
+                 target: str, nnapi_api_level: int, epochs: int, seed: int) -> dict:
+    """The study's best net as a run folder OUT/best: trained (from the supernet's weights when there is one)
+    and sent through every stage, with the target's checks."""
+    from pipeline.core.fsutil import save_keras_model
+    from pipeline.runner.config import RunConfig
+    from pipeline.runner.report import summary_rows
+    from pipeline.runner.run import run_pipeline
+    from pipeline.search.space import Arch
+    from pipeline.stages.artifacts import DEPLOYABLE
+
+    arch = Arch.from_json(summary["best"]["arch"])
+    weights = None
+    if supernet_dir is not None:
+        from pipeline.search.supernet import extract_subnet, load_supernet
+
+        model, _ = extract_subnet(load_supernet(supernet_dir)[0], arch, *datasets(arch.resolution))
+        weights = out / "best_subnet.h5"
+        save_keras_model(model, weights)
+    config = RunConfig(model=f"searched:{out}", alpha=None, input_size=arch.resolution, data=data,
+                       validation_split=validation_split, epochs=epochs, weights=None if weights is None else str(weights),
+                       targets=[] if target == "cpu-int8" else [target], nnapi_api_level=nnapi_api_level,
+                       seed=seed).validate()
+    state = run_pipeline(config, out / "best")
+    return {"out": str(out / "best"), "deployable": str(out / "best" / DEPLOYABLE), "summary": summary_rows(state)}
 
 
 @click.command()

@@ -10,13 +10,15 @@ most accurate proposal goes on to the next iteration. A longer fine-tune ends th
 AMC (He et al., "AMC: AutoML for Model Compression and Acceleration on Mobile Devices", ECCV 2018): an
 agent chooses every group's pruning ratio at once; each choice is scaled to meet the budget exactly and
 rewarded with the held-out accuracy without fine-tuning (BatchNorm statistics recalibrated); the best
-choice is fine-tuned once. The agent here is the cross-entropy method over the ratio vector (a Gaussian
-policy refitted to the best-rewarded tenth), simpler than the paper's DDPG.
+choice is fine-tuned once. Two agents: ``amc``, the cross-entropy method over the ratio vector (a Gaussian
+policy refitted to the best-rewarded tenth), and ``amc-ddpg``, the paper's DDPG agent choosing one ratio per
+group in order from an embedding of that group and of the latency cut so far (``ddpg_search``).
 
 Every iteration (NetAdapt) or episode batch (AMC) is saved, so an interrupted adaptation resumes.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -147,7 +149,7 @@ def adapt(model: keras.Model, train: ImageSet, holdout: ImageSet, table: Latency
                                          "holdout_accuracy": keras_accuracy(model, holdout), "sizes": problem.sizes})
         state.data.update(original_ms=problem.original_ms, target_ms=problem.target_ms, floor_ms=problem.floor_ms)
         state.save()
-    run = _netadapt if settings.strategy == "netadapt" else _amc
+    run = {"netadapt": _netadapt, "amc": _amc, "amc-ddpg": _amc_ddpg}[settings.strategy]
     if not state.data.get("searched"):
         current = run(current, train, holdout, problem, settings, state, progress, log)
         state.data["searched"] = True
@@ -337,27 +339,55 @@ def _proposals(problem: _Problem, sizes: dict[int, int], goal: float, divisor: i
     return found
 
 
+def _sizes_for(problem: _Problem, ratios: np.ndarray, divisor: int, scale: float) -> dict[int, int]:
+    """Channels per group with the first ``len(ratios)`` prunable groups cut by ``ratios`` times ``scale``."""
+    result = dict(problem.sizes)
+    for group, ratio in zip(problem.prunable, ratios):
+        kept = problem.sizes[group] * (1 - min(0.95, ratio * scale))
+        result[group] = max(problem.minimum[group], int(math.floor(kept / divisor) * divisor) or divisor)
+    return result
+
+
 def _scaled(problem: _Problem, ratios: np.ndarray, divisor: int) -> tuple[dict[int, int], float]:
     """Channels per group from pruning ``ratios``, scaled up together until the budget is met (AMC's
     action constraint, done here for the whole vector at once)."""
-    def sizes_for(scale: float) -> dict[int, int]:
-        result = dict(problem.sizes)
-        for group, ratio in zip(problem.prunable, ratios):
-            kept = problem.sizes[group] * (1 - min(0.95, ratio * scale))
-            result[group] = max(problem.minimum[group], int(math.floor(kept / divisor) * divisor) or divisor)
-        return result
-
     low, high = 0.0, 1.0
-    while problem.latency.predict(sizes_for(high)) > problem.target_ms and high < 64:
+    while problem.latency.predict(_sizes_for(problem, ratios, divisor, high)) > problem.target_ms and high < 64:
         low, high = high, high * 2
     for _ in range(12):
         middle = (low + high) / 2
-        if problem.latency.predict(sizes_for(middle)) > problem.target_ms:
+        if problem.latency.predict(_sizes_for(problem, ratios, divisor, middle)) > problem.target_ms:
             low = middle
         else:
             high = middle
-    sizes = sizes_for(high)
+    sizes = _sizes_for(problem, ratios, divisor, high)
     return sizes, problem.latency.predict(sizes)
+
+
+def _episode(model: keras.Model, problem: _Problem, ratios: np.ndarray, train: ImageSet, holdout: ImageSet,
+             settings: AdaptSettings) -> dict:
+    """One AMC episode, whichever agent chose ``ratios``: scaled to the budget, pruned, BatchNorm statistics
+    re-estimated, rewarded with the held-out accuracy (0 over the memory budget)."""
+    sizes, ms = _scaled(problem, ratios, settings.divisor)
+    candidate = prune_channels(model, {g: sizes[g] for g in problem.prunable}, settings.criterion)
+    recalibrate_batchnorm(candidate, train, _fit_settings(settings, 0, settings.seed))
+    fits = _memory_ok(candidate, settings, problem.latency.table.threads)
+    return {"ratios": [round(float(r), 4) for r in ratios], "predicted_ms": ms,
+            "reward": keras_accuracy(candidate, holdout) if fits else 0.0, "sizes": sizes, "fits_memory": fits}
+
+
+def _best_episode(model: keras.Model, episodes: list[dict], problem: _Problem, settings: AdaptSettings,
+                  state: _State) -> keras.Model:
+    """The best-rewarded episode's pruned model (not fine-tuned yet), recorded as the search's one step."""
+    best = max(episodes, key=lambda e: e["reward"])
+    if not best.get("fits_memory", True) or best["reward"] <= 0:
+        raise PipelineError(f"no AMC episode met the memory budget of {settings.memory_budget_mb} MB; "
+                            "raise it or lower the latency budget")
+    sizes = {int(g): c for g, c in best["sizes"].items()}
+    chosen = prune_channels(model, {g: sizes[g] for g in problem.prunable}, settings.criterion)
+    state.data["trajectory"].append({"iteration": 1, "predicted_ms": best["predicted_ms"],
+                                     "holdout_accuracy": best["reward"], "sizes": sizes})
+    return chosen
 
 
 def _amc(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _Problem, settings: AdaptSettings,
@@ -376,13 +406,7 @@ def _amc(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _Probl
         for number, ratios in enumerate(ratios_batch[: settings.episodes - done]):
             if done + number < len(episodes):  # resumed: scored before the interruption
                 continue
-            sizes, ms = _scaled(problem, ratios, settings.divisor)
-            candidate = prune_channels(model, {g: sizes[g] for g in problem.prunable}, settings.criterion)
-            recalibrate_batchnorm(candidate, train, _fit_settings(settings, 0, settings.seed))
-            fits = _memory_ok(candidate, settings, problem.latency.table.threads)
-            episodes.append({"ratios": [round(float(r), 4) for r in ratios], "predicted_ms": ms,
-                             "reward": keras_accuracy(candidate, holdout) if fits else 0.0, "sizes": sizes,
-                             "fits_memory": fits})
+            episodes.append(_episode(model, problem, ratios, train, holdout, settings))
             bar.update(1)
         elite = sorted(episodes[: done + batch], key=lambda e: -e["reward"])[: max(2, len(episodes) // 10)]
         picked = np.array([e["ratios"] for e in elite])
@@ -390,15 +414,227 @@ def _amc(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _Probl
         state.save()
         log(f"episodes {len(episodes)}: best reward {elite[0]['reward']:.2%} at {elite[0]['predicted_ms']:.3f} ms")
     bar.close()
-    best = max(episodes, key=lambda e: e["reward"])
-    if not best.get("fits_memory", True) or best["reward"] <= 0:
-        raise PipelineError(f"no AMC episode met the memory budget of {settings.memory_budget_mb} MB; "
-                            "raise it or lower the latency budget")
-    sizes = {int(g): c for g, c in best["sizes"].items()}
-    chosen = prune_channels(model, {g: sizes[g] for g in problem.prunable}, settings.criterion)
-    state.data["trajectory"].append({"iteration": 1, "predicted_ms": best["predicted_ms"],
-                                     "holdout_accuracy": best["reward"], "sizes": sizes})
-    return chosen
+    return _best_episode(model, episodes, problem, settings, state)
+
+
+class _Net:
+    """A small multilayer perceptron (ReLU hidden layers, linear output) with its own Adam optimizer: numpy,
+    because the agent's networks are tiny and TensorFlow's per-call overhead would dominate."""
+
+    def __init__(self, sizes: list[int], rng: np.random.Generator, learning_rate: float) -> None:
+        self.params: list[np.ndarray] = []
+        for number, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+            bound = 3e-3 if number == len(sizes) - 2 else 1 / math.sqrt(fan_in)  # DDPG's initialisation
+            self.params += [rng.uniform(-bound, bound, (fan_in, fan_out)), rng.uniform(-bound, bound, fan_out)]
+        self.learning_rate, self.steps = learning_rate, 0
+        self.moments = [np.zeros_like(p) for p in self.params]
+        self.squares = [np.zeros_like(p) for p in self.params]
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Outputs, and each layer's input (what ``backward`` needs)."""
+        inputs = []
+        for index in range(0, len(self.params), 2):
+            inputs.append(x)
+            x = x @ self.params[index] + self.params[index + 1]
+            if index < len(self.params) - 2:
+                x = np.maximum(x, 0.0)
+        return x, inputs
+
+    def backward(self, inputs: list[np.ndarray], grad: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Gradients of the parameters and of the input, given the gradient of the outputs."""
+        grads: list[np.ndarray] = [np.empty(0)] * len(self.params)
+        for index in range(len(self.params) - 2, -1, -2):
+            x = inputs[index // 2]
+            grads[index], grads[index + 1] = x.T @ grad, grad.sum(axis=0)
+            grad = grad @ self.params[index].T
+            if index:
+                grad = grad * (x > 0)  # x is the previous layer's ReLU output
+        return grads, grad
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        self.steps += 1
+        for param, grad, moment, square in zip(self.params, grads, self.moments, self.squares):
+            moment += 0.1 * (grad - moment)
+            square += 0.001 * (grad * grad - square)
+            param -= self.learning_rate * (moment / (1 - 0.9 ** self.steps)) / (
+                np.sqrt(square / (1 - 0.999 ** self.steps)) + 1e-8)
+
+    def follow(self, source: "_Net", tau: float) -> None:
+        """Soft update of a target network towards ``source``."""
+        for mine, theirs in zip(self.params, source.params):
+            mine += tau * (theirs - mine)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.clip(x, -60, 60)))
+
+
+@dataclass(frozen=True)
+class DDPGSettings:
+    """The agent's hyperparameters: the paper's (Sec. 4: tau 0.01, batch 64, truncated-normal noise from 0.5
+    decaying by 0.95 per episode after the warm-up, reward minus a moving-average baseline, no discount), with
+    smaller networks and more updates per transition because an episode here costs seconds and a search
+    gets tens of them, not the paper's 400."""
+
+    hidden: int = 64
+    actor_learning_rate: float = 1e-3
+    critic_learning_rate: float = 1e-2
+    tau: float = 0.01
+    batch_size: int = 64
+    memory: int = 2000  # transitions kept in the replay buffer
+    updates_per_step: int = 1  # gradient steps per transition of an episode, after the warm-up
+    noise: float = 0.5
+    noise_decay: float = 0.95
+    baseline_rate: float = 0.5
+    warmup_share: float = 0.25  # share of the episodes with uniformly random actions (the paper: 100 of 400)
+
+
+class DDPGAgent:
+    """AMC's agent (He et al., 2018, Sec. 3.3): a deterministic actor maps a layer's state to its action in
+    [0, 1], a critic scores (state, action); both learn from a replay buffer of transitions, every transition of
+    an episode carrying that episode's final reward."""
+
+    def __init__(self, state_dims: int, seed: int, settings: DDPGSettings = DDPGSettings()) -> None:
+        self.settings, self.rng = settings, np.random.default_rng(seed)
+        self.actor = _Net([state_dims, settings.hidden, settings.hidden, 1], self.rng, settings.actor_learning_rate)
+        self.critic = _Net([state_dims + 1, settings.hidden, settings.hidden, 1], self.rng,
+                           settings.critic_learning_rate)
+        self.actor_target, self.critic_target = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
+        self.memory: list[tuple[np.ndarray, float, float, np.ndarray, bool]] = []
+        self.baseline: float | None = None
+
+    def policy(self, state: np.ndarray) -> float:
+        return float(_sigmoid(self.actor.forward(state[None])[0])[0, 0])
+
+    def act(self, state: np.ndarray, noise: float | None) -> float:
+        """The policy's action with truncated-normal noise of width ``noise``; uniform when ``noise`` is None."""
+        if noise is None:
+            return float(self.rng.uniform())
+        mean = self.policy(state)
+        for _ in range(100):
+            action = self.rng.normal(mean, noise)
+            if 0.0 <= action <= 1.0:
+                return float(action)
+        return mean
+
+    def remember(self, states: list[np.ndarray], actions: list[float], reward: float) -> None:
+        last = len(actions) - 1
+        for t, action in enumerate(actions):
+            self.memory.append((states[t], action, reward, states[min(t + 1, last)], t == last))
+        del self.memory[: -self.settings.memory]
+
+    def learn(self) -> None:
+        """One gradient step of the critic towards r - b + Q'(s', mu'(s')), then of the actor up the critic."""
+        picked = self.rng.choice(len(self.memory), size=min(self.settings.batch_size, len(self.memory)),
+                                 replace=False)
+        states, actions, rewards, following, last = (np.array(column) for column in
+                                                     zip(*(self.memory[i] for i in picked)))
+        mean = float(rewards.mean())
+        self.baseline = mean if self.baseline is None else \
+            self.baseline + self.settings.baseline_rate * (mean - self.baseline)
+        next_actions = _sigmoid(self.actor_target.forward(following)[0])
+        next_q = self.critic_target.forward(np.hstack([following, next_actions]))[0][:, 0]
+        target = rewards - self.baseline + np.where(last, 0.0, next_q)
+        q, inputs = self.critic.forward(np.hstack([states, actions[:, None]]))
+        self.critic.step(self.critic.backward(inputs, 2 * (q - target[:, None]) / len(picked))[0])
+        logits, actor_inputs = self.actor.forward(states)
+        chosen = _sigmoid(logits)
+        q, inputs = self.critic.forward(np.hstack([states, chosen]))
+        grad_action = self.critic.backward(inputs, -np.ones_like(q) / len(picked))[1][:, -1:]
+        self.actor.step(self.actor.backward(actor_inputs, grad_action * chosen * (1 - chosen))[0])
+        self.actor_target.follow(self.actor, self.settings.tau)
+        self.critic_target.follow(self.critic, self.settings.tau)
+
+
+def ddpg_search(layers: np.ndarray, progress: Callable[[np.ndarray], np.ndarray],
+                evaluate: Callable[[np.ndarray], dict], episodes: int, seed: int, history: list[dict] | None = None,
+                ratio_max: float = 0.9, settings: DDPGSettings = DDPGSettings(),
+                on_episode: Callable[[list[dict]], None] = lambda _: None) -> list[dict]:
+    """AMC's search: per episode, one pruning ratio in [0, ``ratio_max``] per layer, in order, each from the
+    state (``layers[t]``, the layer's own features; ``progress(ratios so far)``, e.g. the latency cut so far;
+    the previous action); ``evaluate(ratios)`` returns the episode's record with its ``reward``.
+
+    ``history`` holds the episodes of an interrupted search (each record keeps its ``actions``): they are
+    replayed into the agent, not evaluated again, so a resumed search goes on as if never stopped. It is
+    appended to in place, ``on_episode(history)`` called after each new episode; returns it."""
+    history = [] if history is None else history
+    warmup = max(1, round(episodes * settings.warmup_share))
+    count = len(layers)
+    agent = DDPGAgent(layers.shape[1] + len(progress(np.zeros(0))) + 1, seed, settings)
+    for episode in range(episodes):
+        noise = None if episode < warmup else settings.noise * settings.noise_decay ** (episode - warmup)
+        replayed = history[episode] if episode < len(history) else None
+        states: list[np.ndarray] = []
+        actions: list[float] = []
+        for t in range(count):
+            states.append(np.concatenate([layers[t], progress(ratio_max * np.array(actions)),
+                                          [actions[-1] if actions else 0.0]]))
+            action = agent.act(states[-1], noise)  # drawn even when replayed: the same random stream
+            actions.append(float(replayed["actions"][t]) if replayed else action)
+        states.append(states[-1])
+        record = replayed or {**evaluate(ratio_max * np.array(actions)), "actions": actions, "noise": noise}
+        agent.remember(states, actions, record["reward"])
+        if episode >= warmup:
+            for _ in range(count * settings.updates_per_step):
+                agent.learn()
+        if replayed is None:
+            history.append(record)
+            on_episode(history)
+    return history
+
+
+def _ddpg_layers(model: keras.Model, problem: _Problem) -> np.ndarray:
+    """AMC's per-layer embedding, one row per prunable group in graph order: its index, channels, the first
+    producer's input channels, kernel, stride and output resolution, the predicted latency this group carries
+    (what pruning it to the minimum saves) and the groups after it carry; each column scaled to [0, 1]."""
+    groups = {g.id: g for g in channel_groups(model)}
+    layers = {layer.name: layer for layer in model.submodules if isinstance(layer, keras.layers.Layer)}
+    alone = problem.latency.predict_many([{g: problem.minimum[g]} for g in problem.prunable])
+    carried = [(problem.original_ms - ms) / problem.original_ms for ms in alone]
+    rows = []
+    for index, group in enumerate(problem.prunable):
+        producer = next((layers[n] for n in groups[group].producers if n in layers), None)
+        try:
+            in_shape, out_shape = producer.input_shape, producer.output_shape
+        except (AttributeError, RuntimeError):  # no producer, or one called more than once
+            in_shape, out_shape = (), ()
+        resolution = out_shape[1] if len(out_shape) == 4 and out_shape[1] else 1
+        rows.append([index, problem.sizes[group], in_shape[-1] if in_shape and in_shape[-1] else 0,
+                     getattr(producer, "kernel_size", (1,))[0], getattr(producer, "strides", (1,))[0], resolution,
+                     carried[index], sum(carried[index + 1:])])
+    table = np.array(rows, dtype=float)
+    low, span = table.min(axis=0), np.ptp(table, axis=0)
+    return (table - low) / np.where(span > 0, span, 1.0)
+
+
+def _ddpg_progress(problem: _Problem, ratios: np.ndarray, divisor: int) -> np.ndarray:
+    """The latency part of the state: predicted latency with the groups so far cut by ``ratios`` (before the
+    scaling to the budget), the latency cut so far and the latency still to cut, as shares of the original."""
+    ms = problem.latency.predict(_sizes_for(problem, ratios, divisor, 1.0))
+    original = problem.original_ms
+    return np.array([ms / original, (original - ms) / original, (ms - problem.target_ms) / original])
+
+
+def _amc_ddpg(model: keras.Model, train: ImageSet, holdout: ImageSet, problem: _Problem, settings: AdaptSettings,
+              state: _State, progress: bool, log: Callable[[str], None]) -> keras.Model:
+    from tqdm import tqdm
+
+    episodes: list[dict] = state.data.setdefault("episodes", [])
+    bar = tqdm(total=settings.episodes, initial=len(episodes), unit="episode", desc="amc-ddpg",
+               disable=not progress, leave=False)
+
+    def saved(history: list[dict]) -> None:
+        state.save()
+        bar.update(1)
+        if len(history) % 10 == 0 or len(history) == settings.episodes:
+            best = max(history, key=lambda e: e["reward"])
+            log(f"episodes {len(history)}: best reward {best['reward']:.2%} at {best['predicted_ms']:.3f} ms")
+
+    ddpg_search(_ddpg_layers(model, problem), lambda ratios: _ddpg_progress(problem, ratios, settings.divisor),
+                lambda ratios: _episode(model, problem, ratios, train, holdout, settings), settings.episodes,
+                settings.seed, episodes, on_episode=saved)
+    bar.close()
+    return _best_episode(model, episodes, problem, settings, state)
 
 
 def _plot(report: dict, path: Path) -> None:

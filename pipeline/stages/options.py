@@ -92,7 +92,7 @@ CONVERSION_MODES: dict[str, ConversionMode] = {m.name: m for m in (
 EXTRA_MODES = tuple(name for name, m in CONVERSION_MODES.items() if m.extra)
 
 
-ADAPT_STRATEGIES = ("netadapt", "amc")
+ADAPT_STRATEGIES = ("netadapt", "amc", "amc-ddpg")
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(x|ms)\s*$", re.IGNORECASE)
 
 
