@@ -406,7 +406,8 @@ class GradientStrategy:
                 f"the whole-model prediction on {fit['archs']} nets")
             load_logits(search, self._logits_path(resolution))
             train, _ = datasets(resolution)
-            # Architecture steps use a held-out part of the training split, never the study's validation images.
+            # Architecture steps use a sample of the training split (the weights stay frozen, only the logits
+            # fit it), never the study's validation images, which score the proposals.
             held_out = train.subset(np.sort(rng.choice(len(train), min(len(train), max(batch_size * 4,
                                                                                      len(train) // 10)),
                                                        replace=False)))
