@@ -68,7 +68,7 @@ class Config:
     latency_rounds: int = 7
 
 
-FULL_ZOO = (("mobilenet_v2", 0.35), ("mobilenet_v2", 0.5), ("mobilenet_v2", 0.75), ("mobilenet_v2", 1.0),
+FULL_ZOO = (("mobilenet_v2", 0.5), ("mobilenet_v2", 0.75), ("mobilenet_v2", 1.0),
             ("mobilenet_v2", 1.4), ("mnasnet_b1", 0.5), ("mnasnet_b1", 0.75), ("mnasnet_b1", 1.0),
             ("mobilenet_v3_small", 0.75), ("mobilenet_v3_small", 1.0), ("mobilenet_v3_large", 0.35),
             ("mobilenet_v3_large", 0.5), ("efficientnet_lite0", None))
@@ -76,8 +76,10 @@ FULL_ZOO = (("mobilenet_v2", 0.35), ("mobilenet_v2", 0.5), ("mobilenet_v2", 0.75
 FULL_SPACE = {"resolutions": (SIZE,), "kernels": (3, 5), "expansions": (3, 4, 6), "depths": (1, 2, 3, 4),
               "widths": (0.5, 0.75, 1.0, 1.25), "se": (False, True), "acts": ("relu6",)}
 CONFIGS = {
-    "full": Config("full", None, None, 0.05, FULL_SPACE, FULL_ZOO, supernet_epochs=(6, 3, 3, 3), evaluations=40,
-                   search_minutes=7.0, recalibration_images=2000, final_epochs=10, finetune_epochs=2),
+    # Sized from the smoke run and a timing of the full space's supernet steps on this shared machine (1.1 s per
+    # largest-net step, 2.5 s per sandwich step at batch 64): about 2 h of supernet and 1 h of studies.
+    "full": Config("full", None, None, 0.05, FULL_SPACE, FULL_ZOO, supernet_epochs=(3, 1, 1, 1), evaluations=40,
+                   search_minutes=4.0, recalibration_images=2000, final_epochs=10, finetune_epochs=2),
     "smoke": Config("smoke", 1500, 500, 0.1,
                     {**FULL_SPACE, "kernels": (3, 5), "expansions": (3, 6), "depths": (1, 2), "widths": (0.5, 1.0),
                      "se": (False,)},
@@ -317,15 +319,17 @@ def run_searches(config: Config, data: Data, budget_list: list[dict], work: Path
     return results
 
 
-def pooled_front(searches: dict) -> list[dict]:
-    """Every scored candidate of every study, once; those no other beats on inherited accuracy and predicted
-    latency at once, fastest first."""
+def pooled(searches: dict) -> list[dict]:
+    """Every scored candidate of every study, once."""
     pool = {}
     for result in searches.values():
         for trial in result["scored"]:
-            key = json.dumps(trial["arch"], sort_keys=True)
-            pool[key] = trial
-    trials = list(pool.values())
+            pool[json.dumps(trial["arch"], sort_keys=True)] = trial
+    return list(pool.values())
+
+
+def pooled_front(trials: list[dict]) -> list[dict]:
+    """The candidates no other beats on inherited accuracy and predicted latency at once, fastest first."""
 
     def dominated(t: dict) -> bool:
         return any(o["accuracy"] >= t["accuracy"] and o["predicted_ms"] <= t["predicted_ms"]
@@ -354,6 +358,7 @@ def trained_result(folder: Path, model, data: Data, started: float) -> dict:
     from pipeline.core.litert import evaluate
     from pipeline.stages.train import keras_accuracy
 
+    folder.mkdir(parents=True, exist_ok=True)
     save_keras_model(model, folder / "model.h5")
     path = int8_file(folder / "int8.tflite", model, data.train)
     return {"float_accuracy": keras_accuracy(model, data.heldout), "int8_accuracy": evaluate(path, data.heldout)[
@@ -367,7 +372,8 @@ def train_zoo(config: Config, data: Data, work: Path, steps: Steps) -> list[dict
 
     settings = fit_settings(config)
     rows = []
-    for family, alpha in config.zoo:
+    budget_nets = [("mobilenet_v2", alpha) for alpha in config.budget_alphas]  # the goals compare against them
+    for family, alpha in dict.fromkeys(config.zoo + tuple(budget_nets)):
         title = f"{family}" + ("" if alpha is None else f"_{alpha:g}")
         folder = work / "zoo" / title
 
@@ -442,6 +448,15 @@ def measure_all(config: Config, zoo: list[dict], finals: list[dict | None], work
 
 
 # --- goals, plots, report ----------------------------------------------------------------------------------
+def epochs(count: int) -> str:
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
+def cell(describe: str) -> str:
+    """An architecture's description inside a Markdown table (its stages are separated by pipes)."""
+    return describe.replace(" | ", " · ")
+
+
 def zoo_title(row: dict) -> str:
     return row["family"] + ("" if row["alpha"] is None else f" α={row['alpha']:g}")
 
@@ -475,8 +490,8 @@ def evaluate_goals(config: Config, budget_list: list[dict], zoo: list[dict], fin
         goals.append((f"at {at}: ≥ {GAIN_GOAL * 100:.1f} points over the best zoo net at or under it",
                       f"{gain * 100:+.2f} points", fits and gain >= GAIN_GOAL))
         drop = final["scratch"]["int8_accuracy"] - final["finetuned"]["int8_accuracy"]
-        goals.append((f"at {at}: fine-tuned from the supernet ({config.finetune_epochs} epochs) within "
-                      f"{FINETUNE_GOAL * 100:.1f} points of the same net from scratch ({config.final_epochs} epochs)",
+        goals.append((f"at {at}: fine-tuned from the supernet ({epochs(config.finetune_epochs)}) within "
+                      f"{FINETUNE_GOAL * 100:.1f} points of the same net from scratch ({epochs(config.final_epochs)})",
                       f"{-drop * 100:+.2f} points ({final['finetuned']['int8_accuracy']:.2%} vs "
                       f"{final['scratch']['int8_accuracy']:.2%})", drop <= FINETUNE_GOAL))
     search_hours = (steps.seconds.get("supernet", 0.0) + sum(
@@ -486,7 +501,8 @@ def evaluate_goals(config: Config, budget_list: list[dict], zoo: list[dict], fin
     return rows, goals
 
 
-def plot_front(config: Config, zoo: list[dict], rows: list[dict], front: list[dict], latency: dict, path: Path) -> None:
+def plot_front(config: Config, zoo: list[dict], rows: list[dict], pool: list[dict], front: list[dict], latency: dict,
+               path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -512,11 +528,12 @@ def plot_front(config: Config, zoo: list[dict], rows: list[dict], front: list[di
             left.axvline(r["limit_ms"], color="grey", linestyle=":", linewidth=1)
     left.set_xlabel("measured int8 latency, 1 thread (ms)")
     left.set_ylabel("held-out int8 accuracy (%)")
-    left.set_title(f"CIFAR-10 at {SIZE} px, {config.final_epochs} epochs each ({config.name} config)")
+    left.set_title(f"CIFAR-10 at {SIZE} px, {epochs(config.final_epochs)} each ({config.name} config)")
     left.legend(fontsize=7)
-    pool = {json.dumps(t["arch"], sort_keys=True): t for t in front}
-    right.plot([t["predicted_ms"] for t in pool.values()], [100 * t["accuracy"] for t in pool.values()], "r.-",
-               label="searched front (all studies)")
+    right.scatter([t["predicted_ms"] for t in pool], [100 * t["accuracy"] for t in pool], s=10, color="grey",
+                  alpha=0.5, label="scored candidates (all studies)")
+    right.plot([t["predicted_ms"] for t in front], [100 * t["accuracy"] for t in front], "r.-",
+               label="searched front")
     for r in rows:
         right.axvline(r["budget"]["predicted_ms"], color="grey", linestyle=":", linewidth=1)
         chosen = r["final"]
@@ -547,8 +564,9 @@ def plot_curves(searches: dict, budget_list: list[dict], path: Path) -> None:
         for result in searches.values():
             if result["budget_index"] == index and result["curve"]:
                 curve = result["curve"]
-                style = "k--" if result["strategy"] == "random" else "-"
-                ax.plot(range(1, len(curve) + 1), [100 * c for c in curve], style, label=result["strategy"])
+                baseline = result["strategy"] == "random"  # drawn on top: others may share its first candidates
+                ax.plot(range(1, len(curve) + 1), [100 * c for c in curve], "k--" if baseline else "-",
+                        label=result["strategy"], linewidth=2 if baseline else 1.2, zorder=3 if baseline else 2)
         ax.set_title(f"budget {budget['predicted_ms']:.4f} ms (MobileNet v2 α={budget['alpha']:g})")
         ax.set_xlabel("scored candidates")
         ax.set_ylabel("best reward so far (%)")
@@ -581,7 +599,7 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
         f"pixels). {len(data.train)} training images ({len(data.supernet)} for the supernet, {len(data.search_val)} to "
         f"score candidates), {len(data.heldout)} held-out images carved from the training split with seed {SEED}: every "
         "accuracy below is int8 (PTQ, 500 real calibration images) on the held-out images unless it says otherwise. "
-        f"Zoo nets and the searched nets train {config.final_epochs} epochs with `benchmarks/configs/cifar10.yaml`'s "
+        f"Zoo nets and the searched nets train {epochs(config.final_epochs)} with `benchmarks/configs/cifar10.yaml`'s "
         "settings; every latency is LiteRT int8 at 1 thread, all files measured in one pass of "
         f"{config.latency_rounds} alternating rounds. The machine is shared (another benchmark trains on both cores): "
         "latencies are paired within the pass, times per step are wall-clock under that load.", "",
@@ -606,7 +624,7 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
               f"(largest, kernel, depth, width), {supernet['seconds'] / 60:.1f} min. Searches: "
               f"{', '.join(strategies())}, each at each budget, up to {config.evaluations} scored candidates or "
               f"{config.search_minutes:g} min per study, candidates scored with inherited weights (BatchNorm "
-              f"recalibrated on {config.recalibration_images} images), each net scored once across studies.", "",
+              f"recalibrated on batches of {config.recalibration_images} training images), each net scored once across studies.", "",
               "| goal | measured | met |", "|---|---|:---:|"]
     lines += [f"| {name} | {value} | {'—' if ok is None else 'yes' if ok else 'NO'} |" for name, value, ok in goals]
     lines += ["", "Per budget: the searched net (most accurate on the pooled front predicted at or under the budget) "
@@ -620,7 +638,7 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
         lines.append(
             f"| {b['predicted_ms']:.4f} (α={b['alpha']:g}) | "
             f"{'—' if r['limit_ms'] is None else format(r['limit_ms'], '.4f')} | "
-            f"{final['describe'] if final else 'none under the budget'} | "
+            f"{cell(final['describe']) if final else 'none under the budget'} | "
             f"{'—' if inherited is None else format(inherited, '.2%')} | "
             f"{format(r['searched_ms'], '.4f') if final else '—'} | "
             f"{format(final['scratch']['int8_accuracy'], '.2%') if final else '—'} | "
@@ -682,7 +700,8 @@ def main() -> None:
     budget_list = steps.json(work / "budgets.json", "budgets", lambda: {"budgets": budgets(config)})["budgets"]
     supernet = run_supernet(config, data, work, steps)
     searches = run_searches(config, data, budget_list, work, steps)
-    front = pooled_front(searches)
+    pool = pooled(searches)
+    front = pooled_front(pool)
     picks = steps.json(work / "picks.json", "picks",
                        lambda: {"picks": [pick(front, b["predicted_ms"]) for b in budget_list]})["picks"]
     zoo = train_zoo(config, data, work, steps)
@@ -690,7 +709,7 @@ def main() -> None:
     latency = measure_all(config, zoo, finals, work, steps)
     rows, goals = evaluate_goals(config, budget_list, zoo, finals, latency, steps)
     plots = tuple(os.path.relpath(work / name, ROOT) for name in ("search_front.png", "search_curves.png"))
-    plot_front(config, zoo, rows, front, latency, ROOT / plots[0])
+    plot_front(config, zoo, rows, pool, front, latency, ROOT / plots[0])
     plot_curves(searches, budget_list, ROOT / plots[1])
     markdown = render(config, data, checks, budget_list, supernet, searches, front, zoo, rows, goals, latency, steps,
                       plots)

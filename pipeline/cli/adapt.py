@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli.common import emit, field_default, json_option, model_file
+from pipeline.stages.options import ADAPT_STRATEGIES
 
 
 def _default(name: str):
@@ -23,8 +24,9 @@ def _default(name: str):
               help="Latency table of the target (`tflpipe latency build`).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder (model_adapted.h5, report.json, trajectory.png); an interrupted run resumes there.")
-@click.option("--strategy", type=click.Choice(["netadapt", "amc"]), default="netadapt", show_default=True,
-              help="NetAdapt (one group per iteration, fine-tuned proposals) or AMC-style per-layer ratios.")
+@click.option("--strategy", type=click.Choice(list(ADAPT_STRATEGIES)), default="netadapt", show_default=True,
+              help="netadapt (one group per iteration, fine-tuned proposals) or AMC-style per-layer ratios searched "
+                   "by the cross-entropy method (amc) or by the paper's DDPG agent (amc-ddpg).")
 @click.option("--target", type=click.Choice(["cpu-int8", "cpu-float32"]), help="Refuse a table of another target.")
 @click.option("--threads", type=click.IntRange(1, 64), help="Refuse a table measured at another thread count.")
 @click.option("--memory-budget", "memory_budget_mb", type=float, help="Predicted LiteRT peak memory limit, MB.")

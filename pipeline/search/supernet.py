@@ -432,7 +432,7 @@ def _shrink(net: Supernet, train: ImageSet, state: dict, settings: SupernetSetti
     optimizer = keras.optimizers.SGD(settings.learning_rate, momentum=0.9, nesterov=True)
     step_functions: dict[int, Callable] = {}  # one traced graph per subnet count, shared by the phases
     started = time.monotonic()
-    writer = tf.summary.create_file_writer(str(out / "logs"))
+    writer = None  # created with the first epoch trained (a finished supernet leaves no empty log behind)
     for phase, epochs in zip(PHASES, settings.epochs):
         done = int(state["done"].get(phase, 0))
         if done >= epochs:
@@ -463,6 +463,7 @@ def _shrink(net: Supernet, train: ImageSet, state: dict, settings: SupernetSetti
             state["history"].append({"phase": phase, "epoch": epoch + 1, "loss": float(np.mean(losses))})
             state["seconds"] += time.monotonic() - started
             started = time.monotonic()
+            writer = writer or tf.summary.create_file_writer(str(out / "logs"))
             with writer.as_default():
                 tf.summary.scalar(f"loss/{phase}", np.mean(losses), step=epoch + 1)
             _save(net, out, state)
