@@ -1,14 +1,15 @@
 """``tflpipe adapt``: NetAdapt and AMC-style adaptation of a tiny trained net to a latency budget, through the
-CLI; resume, and the one-line errors for budgets no pruning can meet."""
+CLI; resume, and the one-line errors for budgets no pruning can meet. The AMC DDPG agent on a synthetic reward."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.core.errors import PipelineError
-from pipeline.stages.adapt import AdaptSettings, parse_budget
+from pipeline.stages.adapt import AdaptSettings, ddpg_search, parse_budget
 from tests.helpers import invoke, json_output
 
 FAST = ["--short-steps", "0", "--finalists", "1", "--final-epochs", "0", "--batch-size", "16", "--divisor", "8"]
@@ -71,6 +72,31 @@ def test_amc_strategy_meets_the_budget(trained, table, run_data, tmp_path):
                                                 for e in report["episodes"])
 
 
+@pytest.mark.slow  # 6 episodes, 2 runs: 100 s on the loaded 2-core machine
+def test_amc_ddpg_strategy_meets_the_budget_and_resumes_per_episode(trained, table, run_data, tmp_path):
+    out = tmp_path / "ddpg"
+    args = ("--budget", "0.8x", "--strategy", "amc-ddpg", "--episodes", "4", *FAST, "--json")
+    report = json_output(_adapt(trained, table, run_data, out, *args))
+    episodes = report["episodes"]
+    assert report["strategy"] == "amc-ddpg" and report["predicted_ms"] <= report["target_ms"] + 1e-9
+    assert len(episodes) == 4 and all(e["predicted_ms"] <= report["target_ms"] + 1e-9 for e in episodes)
+    assert report["trajectory"][-1]["holdout_accuracy"] == max(e["reward"] for e in episodes)
+    assert episodes[0]["noise"] is None and episodes[1]["noise"] == pytest.approx(0.5)  # warm-up, then the policy
+    # Interrupted after two episodes: state.json held them, and nothing after the search was written yet.
+    state = json.loads((out / "state.json").read_text())
+    state.update(episodes=state["episodes"][:2], trajectory=state["trajectory"][:1], done=False)
+    for key in ("searched", "final_holdout_accuracy"):
+        state.pop(key)
+    (out / "state.json").write_text(json.dumps(state))
+    for name in ("current.h5", "model_adapted.h5", "report.json"):
+        (out / name).unlink()
+    resumed = json_output(_adapt(trained, table, run_data, out, *args))["episodes"]
+    assert len(resumed) == 4 and [e["reward"] for e in resumed[:2]] == [e["reward"] for e in episodes[:2]]
+    # The agent replayed the two kept episodes: the third chooses as it did (the fourth learned from the third's
+    # reward, evaluated again, and BatchNorm re-estimation draws its augmentation anew: it may differ).
+    assert [(e["actions"], e["sizes"]) for e in resumed[:3]] == [(e["actions"], e["sizes"]) for e in episodes[:3]]
+
+
 @pytest.mark.parametrize("budget,message", [("1.5x", "is not below"), ("0.01x", "smallest reachable latency"),
                                             ("fast", "neither a share")])
 def test_budgets_no_pruning_can_meet_are_one_line(trained, table, run_data, tmp_path, budget, message):
@@ -87,6 +113,7 @@ def test_table_of_another_thread_count_or_memory_budget_out_of_reach(trained, ta
 
 def test_settings_are_checked():
     assert parse_budget("0.5x") == ("x", 0.5) and parse_budget("4ms") == ("ms", 4.0)
+    AdaptSettings(budget="0.5x", strategy="amc-ddpg").check()
     with pytest.raises(PipelineError, match="unknown strategy"):
         AdaptSettings(budget="0.5x", strategy="ddpg").check()
     with pytest.raises(PipelineError, match="first-step"):
@@ -129,3 +156,45 @@ def test_netadapt_scores_proposals_in_worker_processes(trained, table, run_data,
     # Same proposals and budget: the same number of steps, each group cut to what the latency model asked.
     assert [s.get("kept") for s in parallel["trajectory"]][:1] == [s.get("kept") for s in serial["trajectory"]][:1]
     assert not (tmp_path / "two" / "proposals").exists()  # the pool's scratch files are removed
+
+
+def _synthetic(layers: int = 10):
+    """Per-layer features and a reward with a known optimum: each layer's best ratio follows its feature, so an
+    agent that reads the state can learn it; the reward is 1 minus the mean distance to the optimum."""
+    feature = np.random.default_rng(7).uniform(size=layers)
+    optimum = 0.1 + 0.7 * feature
+    embedding = np.stack([np.arange(layers) / (layers - 1), feature], axis=1)
+
+    def progress(ratios: np.ndarray) -> np.ndarray:
+        return np.array([ratios.sum() / layers])
+
+    def evaluate(ratios: np.ndarray) -> dict:
+        return {"reward": float(1 - np.mean(np.abs(ratios - optimum)))}
+
+    return embedding, progress, evaluate
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ddpg_agent_learns_a_synthetic_reward_better_than_its_random_warmup(seed):
+    embedding, progress, evaluate = _synthetic()
+    rewards = np.array([e["reward"] for e in ddpg_search(embedding, progress, evaluate, 60, seed)])
+    warmup, learned = rewards[:15], rewards[15:]  # the first quarter: uniformly random actions
+    assert learned.max() > warmup.max()
+    assert rewards[-10:].mean() > warmup.mean() + 0.08  # the noise has decayed: the policy itself is better
+
+
+def test_ddpg_search_resumed_goes_on_as_if_never_stopped():
+    embedding, progress, evaluate = _synthetic()
+    whole = ddpg_search(embedding, progress, evaluate, 24, seed=3)
+    evaluated = []
+
+    def counted(ratios):
+        evaluated.append(ratios)
+        return evaluate(ratios)
+
+    stored = json.loads(json.dumps(whole[:9]))  # what state.json kept before the interruption
+    resumed = ddpg_search(embedding, progress, counted, 24, seed=3, history=stored)
+    assert len(evaluated) == 24 - 9  # the stored episodes are replayed into the agent, not evaluated again
+    assert [e["actions"] for e in resumed] == [e["actions"] for e in whole]
+    assert all(0.0 <= a <= 1.0 for e in whole for a in e["actions"])
+    assert whole[0]["noise"] is None and 0 < whole[-1]["noise"] < 0.5  # random warm-up, then decaying noise
