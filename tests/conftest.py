@@ -14,6 +14,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tests.helpers import REFERENCE_DIR, TINY_V2, invoke, json_output, write_image_folder  # noqa: E402
 
 
+# The files whose shared fixtures train whole runs, longest first. pytest-xdist (--dist loadfile) hands files
+# to its two workers in collection order; started last, the longest file kept one worker busy ~50 s after the
+# other had finished. Longest first, the two workers end together.
+LONGEST_FILES = ("test_pipeline_run.py", "test_compression.py", "test_supernet.py", "test_adapt.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    def rank(item) -> int:
+        name = Path(str(item.fspath)).name
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: the order within a file is kept
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if not REFERENCE_DIR.is_dir():
