@@ -13,7 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests.helpers import REFERENCE_DIR, TINY_V2, invoke, json_output, write_image_folder  # noqa: E402
 
-
 # The files whose shared fixtures train whole runs, longest first. pytest-xdist (--dist loadfile) hands files
 # to its two workers in collection order; started last, the longest file kept one worker busy ~50 s after the
 # other had finished. Longest first, the two workers end together.

@@ -55,6 +55,7 @@ def test_subnets_compute_what_their_extracted_models_compute():
         net.encode(SearchSpace().largest())
 
 
+@pytest.mark.slow  # trains a supernet twice (kill + resume) and extracts a subnet: 30 s
 def test_supernet_trains_resumes_after_a_kill_and_its_subnet_goes_on(tmp_path, space_file):
     data = write_image_folder(tmp_path / "data", classes=3, per_class=30, size=32)
     out = tmp_path / "supernet"
@@ -141,7 +142,7 @@ def test_gradient_search_samples_exact_subnets_and_drives_expected_latency_to_th
 
     space, table = SearchSpace.from_json(RELU6_ONLY), load_table(cpu_table)
     net = Supernet(space, classes=3)
-    search = GradientSearch(net, table, 32, budget_ms=1.0, learning_rate=0.05)
+    search = GradientSearch(net, table, 32, budget_ms=1.0, learning_rate=0.1)
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
     pairs = []
