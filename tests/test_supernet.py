@@ -133,11 +133,8 @@ RELU6_ONLY = {**SMALL, "resolutions": [32, 40], "acts": ["relu6"]}  # the sessio
 
 
 def test_gradient_search_samples_exact_subnets_and_drives_expected_latency_to_the_budget(cpu_table):
-    from pipeline.core.keras_convert import full_int8_flatbuffer
-    from pipeline.latency.predict import predict_flatbuffer
     from pipeline.latency.table import load_table
     from pipeline.search.gradient import GradientSearch
-    from pipeline.search.space import build
     from tests.helpers import colour_blobs
 
     space, table = SearchSpace.from_json(RELU6_ONLY), load_table(cpu_table)
@@ -145,16 +142,13 @@ def test_gradient_search_samples_exact_subnets_and_drives_expected_latency_to_th
     search = GradientSearch(net, table, 32, budget_ms=1.0, learning_rate=0.1)
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
-    pairs = []
     for _ in range(2):
         picks = search.sample(rng)
         arch = search.arch_of(picks)
         # The straight-through forward pass is exactly the sampled subnet.
         relaxed = search.forward(tf.constant(images), search.gates(picks)).numpy()
         assert np.abs(relaxed - net(tf.constant(images), tf.constant(net.encode(arch))).numpy()).max() < 1e-3
-        pairs.append((arch, predict_flatbuffer(full_int8_flatbuffer(build(arch, 3)), table).latency_ms))
-    fit = search.lut.calibrate(pairs)
-    assert fit["max_relative_error"] < 0.10  # the per-block sum tracks the whole-model prediction
+    # (The per-block latency sum against whole-model predictions: the slow search test's calibration.)
     start = float(search.lut.expected(search.probabilities()))
     search.budget = 0.5 * start  # a budget the current distribution is far over
     blobs, labels = colour_blobs(3, 8, 32)
@@ -174,8 +168,12 @@ def test_search_scores_with_the_supernet_and_searches_by_gradient(tmp_path, spac
     json_output(invoke("supernet", "train", "--data", data, "--space", space_file, "--out", supernet,
                        "--epochs", "1,0,0,0", "--batch-size", 32, "--json"))
     common = ["--data", data, "--space", space_file, "--table", cpu_table, "--latency-budget", 1.0, "--budget", 2]
-    summary = json_output(invoke("search", *common, "--out", tmp_path / "gradient", "--strategy", "gradient",
-                                 "--supernet", supernet, "--export-epochs", 1, "--json"))
+    result = invoke("search", *common, "--out", tmp_path / "gradient", "--strategy", "gradient",
+                    "--supernet", supernet, "--export-epochs", 1, "--json")
+    # The expected latency (per-block kernels from the table) tracks the whole-model prediction.
+    error = float(result.output.split("expected latency within ")[1].split("%")[0])
+    assert error < 10, result.output
+    summary = json_output(result)
     assert summary["trained"] == 2 and summary["best"] is not None
     # The chosen net went through the whole pipeline from its inherited weights: a normal run folder.
     best = tmp_path / "gradient" / "best"
