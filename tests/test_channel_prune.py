@@ -223,6 +223,7 @@ def test_shufflenet_v2_shuffle_ties_the_same_indices_and_splits_halve_the_identi
     assert pruned.get_layer("conv5").kernel.shape[2] == 80
 
 
+@pytest.mark.slow  # 10 s; test_every_zoo_family_prunes_exactly[shufflenet_v1_g3] covers exactness by default
 def test_shufflenet_v1_grouped_convs_prune_equally_per_group() -> None:
     model = randomize(build_model("shufflenet_v1", input_size=32, classes=10, alpha=0.5, groups=2))
     groups = channel_groups(model)
