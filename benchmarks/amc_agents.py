@@ -45,8 +45,9 @@ def _holdout_split(config):
     return split(train, 0.05, config.seed + 1)
 
 
-def run_agent(agent: str, seed: int, episodes: int, work: Path, data, config) -> dict:
-    """One search, cached; ``data`` is a callable giving (fit part, held-out part), loaded only when needed."""
+def run_agent(agent: str, seed: int, episodes: int, work: Path, data) -> dict:
+    """One search, cached; ``data()`` gives (config, fit part, held-out part), loaded (with TensorFlow) only when
+    a search has to run."""
     cached = work / f"{agent}_s{seed}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
@@ -56,7 +57,7 @@ def run_agent(agent: str, seed: int, episodes: int, work: Path, data, config) ->
     from pipeline.stages.adapt import AdaptSettings, adapt
     from pipeline.stages.convert import load_keras_model
 
-    fit_part, holdout = data()
+    config, fit_part, holdout = data()
     settings = AdaptSettings(budget="0.5x", strategy=agent, final_epochs=0, batch_size=config.batch_size,
                              episodes=episodes, seed=seed)
     started = time.monotonic()
@@ -79,6 +80,12 @@ def _best_so_far(result: dict) -> np.ndarray:
     return np.maximum.accumulate(np.array(result["rewards"]))
 
 
+def _warmup(work: Path, seed: int) -> int:
+    """Episodes the DDPG agent spent on random actions (no exploration noise recorded)."""
+    episodes = json.loads((work / f"amc-ddpg_s{seed}" / "state.json").read_text())["episodes"]
+    return sum(1 for e in episodes if e.get("noise") is None)
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -95,7 +102,11 @@ def plot(results: list[dict], path: Path) -> None:
         if curves:
             mean = np.mean([c[: min(map(len, curves))] for c in curves], axis=0)
             ax.plot(np.arange(1, len(mean) + 1), 100 * mean, color=color, linewidth=2.2,
-                    label=f"{agent}: {AGENTS[agent]} (mean of {len(curves)} seeds)")
+                    label=f"{agent}: {AGENTS[agent]} (mean of {len(curves)} seed(s))")
+    ddpg_seeds = [r["seed"] for r in results if r["agent"] == "amc-ddpg"]
+    if ddpg_seeds:
+        ax.axvline(_warmup(path.parent, ddpg_seeds[0]) + 0.5, color="tab:red", linestyle=":",
+                   label="end of DDPG's random warm-up")
     ax.set_xlabel("episode")
     ax.set_ylabel("best held-out accuracy so far, % (no fine-tune)")
     ax.set_title("AMC agents, MobileNet v1 α=0.5 on CIFAR-10 at 0.5x predicted latency")
@@ -112,15 +123,17 @@ def render(results: list[dict], episodes: int, plot_path: Path) -> str:
     checkpoints = sorted({min(episodes, n) for n in (15, 30, episodes)})
     lines = ["## AMC agents: cross-entropy method vs DDPG (`benchmarks/amc_agents.py`)", "",
              f"MobileNet v1 α=0.5 trained on CIFAR-10 at 64 px (the base model of `benchmarks/adapt.py`, held-out "
-             f"accuracy {first['accuracy_before']:.2%} on its {first['holdout_images']:,} held-out images) searched for "
-             f"0.5x its predicted int8 latency ({first['original_ms']:.3f} -> {first['target_ms']:.3f} ms, 1 thread). "
+             f"accuracy {first['accuracy_before']:.2%} on its {first['holdout_images']:,} held-out images) searched "
+             f"for 0.5x its predicted int8 latency ({first['original_ms']:.3f} -> {first['target_ms']:.3f} ms, "
+             "1 thread). "
              "Reward: held-out accuracy without fine-tuning (BatchNorm statistics re-estimated), every episode "
              "scaled to the budget the same way; the same episodes per agent. The DDPG agent spends its first "
              "quarter on uniformly random actions (its warm-up); the CEM agent samples a Gaussian refitted to the "
              "best tenth after every batch. Best reward after N episodes, mean ± spread (half the max-min range) "
              "over seeds:", "",
              "| agent | seeds | " + " | ".join(f"best after {n}" for n in checkpoints) + " | per seed (final) | "
-             "minutes per search |", "|---|---:|" + "---:|" * len(checkpoints) + "---|---:|"]
+             "wall minutes per search (shared machine, pauses included) |",
+             "|---|---:|" + "---:|" * len(checkpoints) + "---|---:|"]
     finals = {}
     for agent in AGENTS:
         mine = [r for r in results if r["agent"] == agent]
@@ -139,12 +152,15 @@ def render(results: list[dict], episodes: int, plot_path: Path) -> str:
         cem, ddpg = finals["amc"], finals["amc-ddpg"]
         gap = 100 * (ddpg.mean() - cem.mean())
         if ddpg.min() > cem.max():
-            verdict = f"**DDPG works better here**: every DDPG seed beats every CEM seed ({gap:+.2f} points of mean best"
+            verdict = f"**DDPG works better here**: every DDPG seed beats every CEM seed ({gap:+.2f} points of mean " \
+                      "best"
         elif cem.min() > ddpg.max():
-            verdict = f"**CEM works better here**: every CEM seed beats every DDPG seed ({-gap:+.2f} points of mean best"
+            verdict = f"**CEM works better here**: every CEM seed beats every DDPG seed ({-gap:+.2f} points of mean " \
+                      "best"
         else:
             verdict = f"**No clear winner**: the seeds overlap (DDPG {gap:+.2f} points of mean best against CEM"
-        lines += [verdict + f" reward after {episodes} episodes, {len(cem)} and {len(ddpg)} seeds).", ""]
+        caveat = " One seed per agent so far: not conclusive." if min(len(cem), len(ddpg)) < 2 else ""
+        lines += [verdict + f" reward after {episodes} episodes, {len(cem)} and {len(ddpg)} seeds).{caveat}", ""]
     shown = os.path.relpath(plot_path, ROOT)
     lines.append(f"Plot: [{shown}]({shown}) (best reward so far vs "
                  "episode, each seed thin, the mean thick).")
@@ -161,19 +177,19 @@ def main() -> None:
     for needed, how in ((TABLE, "benchmarks/latency_model.py"), (BASE, "benchmarks/adapt.py")):
         if not needed.is_file():
             raise SystemExit(f"run {how} first: {needed} is what it builds")
-    from pipeline.api import load_config
-
-    config = load_config(CONFIG, {"data": str(extract())})
     args.work.mkdir(parents=True, exist_ok=True)
     loaded: list = []
 
-    def data():
+    def data() -> list:
         if not loaded:
-            loaded.extend(_holdout_split(config))
+            from pipeline.api import load_config
+
+            config = load_config(CONFIG, {"data": str(extract())})
+            loaded.extend((config, *_holdout_split(config)))
         return loaded
 
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    results = [run_agent(agent, seed, args.episodes, args.work, data, config) for seed in seeds for agent in AGENTS]
+    results = [run_agent(agent, seed, args.episodes, args.work, data) for seed in seeds for agent in AGENTS]
     plot_path = args.work / "best_reward.png"
     plot(results, plot_path)
     markdown = render(results, args.episodes, plot_path)
