@@ -372,12 +372,12 @@ def train_supernet(train: ImageSet, space: SearchSpace, settings: SupernetSettin
     header = {"space": space.to_json(), "classes": classes, "class_names": train.class_names,
               "settings": {**asdict(settings), "epochs": list(settings.epochs)}}
     state = read_state(out)
-    net = Supernet(space, classes, settings.seed)
     if state:
         if {k: state.get(k) for k in header} != header:
             raise PipelineError(f"{out} holds a supernet of another space, data or settings; use another --out")
         net, state = load_supernet(out)
     else:
+        net = Supernet(space, classes, settings.seed)
         state = {**header, "done": {}, "history": [], "seconds": 0.0}
     keras.utils.set_random_seed(settings.seed)
     # Grappler spends 3x longer optimizing the supernet's graph (one copy per subnet, each with dynamic
@@ -501,9 +501,10 @@ class SupernetScore:
     training subset for recalibration and the validation images, per resolution), so it pickles to Ray
     workers; each loads the supernet once."""
 
-    def __init__(self, folder: str | Path, data: dict[int, tuple[ImageSet, ImageSet]], batches: int = 10) -> None:
+    def __init__(self, folder: str | Path, data: dict[int, tuple[ImageSet, ImageSet]], batches: int = 10,
+                 net: Supernet | None = None) -> None:
         self.folder, self.data, self.batches = str(folder), data, batches
-        self._net: Supernet | None = None
+        self._net = net  # loaded on first use where it was not given (a Ray worker receives none)
 
     @classmethod
     def for_search(cls, folder: str | Path, space: SearchSpace,
@@ -524,7 +525,7 @@ class SupernetScore:
                                     f"{train.class_names}; train the supernet on the same data")
             chosen = np.sort(np.random.default_rng(seed).choice(len(train), min(len(train), images), replace=False))
             data[resolution] = (train.subset(chosen), val)
-        return cls(folder, data)
+        return cls(folder, data, net=net)  # the supernet loaded for the check serves this process's scores
 
     def __getstate__(self) -> dict:
         return {"folder": self.folder, "data": self.data, "batches": self.batches, "_net": None}
