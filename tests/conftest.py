@@ -13,10 +13,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests.helpers import REFERENCE_DIR, TINY_V2, invoke, json_output, write_image_folder  # noqa: E402
 
-# The files whose shared fixtures train whole runs, longest first. pytest-xdist (--dist loadfile) hands files
-# to its two workers in collection order; started last, the longest file kept one worker busy ~50 s after the
-# other had finished. Longest first, the two workers end together.
-LONGEST_FILES = ("test_pipeline_run.py", "test_compression.py", "test_supernet.py", "test_adapt.py")
+# The longest files (measured with --durations), longest first. With `--no-loadscope-reorder` (setup.cfg)
+# pytest-xdist's loadfile hands files to its two workers in collection order; by default it orders them by test
+# count, which started the long, few-test files last and kept one worker busy long after the other had finished.
+LONGEST_FILES = ("test_pipeline_run.py", "test_compression.py", "test_adapt.py", "test_supernet.py", "test_macs.py",
+                 "test_search_space.py", "test_zoo.py", "test_channel_prune.py", "test_search.py", "test_fuzz.py",
+                 "test_latency.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:

@@ -40,6 +40,7 @@ class RunContext:
     config: RunConfig
     out: Path
     state: dict = field(default_factory=dict)
+    _read_only: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def datasets(self):
@@ -63,6 +64,7 @@ class RunContext:
         return save_keras_model(model, self.path(key))
 
     def load_keras(self, key: str):
+        """A fresh copy of Keras artifact ``key``, for a stage that trains or wraps it."""
         from pipeline.stages.convert import load_keras_model
 
         if key == "qat" and self.config.cluster:
@@ -70,6 +72,16 @@ class RunContext:
 
             return load_qat(self.path(key), self.load_keras("clustered"), self.config.pruned, True)
         return load_keras_model(self.path(key))
+
+    def read_keras(self, key: str):
+        """Keras artifact ``key`` for stages that only read it (convert, quant-debug, evaluate): loaded once per
+        file version and shared, since rebuilding a model from ``.h5`` costs seconds each time."""
+        stat = self.path(key).stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+        cached = self._read_only.get(key)
+        if cached is None or cached[0] != version:
+            cached = self._read_only[key] = (version, self.load_keras(key))
+        return cached[1]
 
     @cached_property
     def distillation(self):
@@ -208,7 +220,7 @@ def stage_convert(ctx: RunContext) -> dict:
     for artifact in _produced(c, "convert", "tflite"):
         mode, source = artifact.mode(c), artifact.source(c)
         start = time.perf_counter()
-        target = write_bytes(ctx.path(artifact.key), convert(ctx.load_keras(source), mode, train.images, c.io_dtype))
+        target = write_bytes(ctx.path(artifact.key), convert(ctx.read_keras(source), mode, train.images, c.io_dtype))
         results[artifact.key] = {"file": target.name, "mode": mode, "from": KERAS_FILES[source],
                                  "seconds": round(time.perf_counter() - start, 1)}
         if CONVERSION_MODES[mode].full_int8:
@@ -230,7 +242,7 @@ def stage_quant_debug(ctx: RunContext) -> dict:
     c = ctx.config
     train, _ = ctx.datasets
     source = compressed_float(c)
-    model = ctx.load_keras(source)
+    model = ctx.read_keras(source)
     rows = layer_errors(model, train.images)
     report_file = write_json(ctx.path("quant_debug"), {"model": KERAS_FILES[source], "layers": rows})
     result: dict = {"file": report_file.name, "from": KERAS_FILES[source],
@@ -268,7 +280,7 @@ def stage_evaluate(ctx: RunContext) -> dict:
     rows: dict[str, dict] = {}
     for artifact in _produced(c, kind="keras"):
         rows[artifact.row] = {"kind": "keras", "file": artifact.file,
-                              "accuracy": keras_accuracy(ctx.load_keras(artifact.key), val)}
+                              "accuracy": keras_accuracy(ctx.read_keras(artifact.key), val)}
     for artifact in _produced(c, kind="tflite"):
         path = ctx.path(artifact.key)
         data = path.read_bytes()
