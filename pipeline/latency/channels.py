@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pipeline.latency.kernels import Kernel, TensorSpec, is_constant, unpack
 from pipeline.latency.predict import check_table, model_kernels
-from pipeline.latency.table import LatencyTable
+from pipeline.latency.table import LatencyTable, packed_bytes
 
 _PASS_THROUGH = {"ADD", "MUL", "SUB", "HARD_SWISH", "LOGISTIC", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE",
                  "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD", "DEPTHWISE_CONV_2D", "SOFTMAX", "TANH"}
@@ -55,7 +55,10 @@ class ChannelLatency:
             ins = tuple(tensor_groups.get(int(t)) for t in op.inputs if t >= 0 and not is_constant(model, graph.tensors[int(t)]))
             last = graph.operators[row.ops[-1]]
             self.slots.append(_Slot(row.kernel, ins, tensor_groups.get(int(last.outputs[0]))))
-        self.base = table.predict_kernels([s.kernel for s in self.slots])
+        # The whole net's packed weights decide how cold its large depthwise kernels run; a proposal's
+        # changed kernels are predicted at the same working set (pruning moves it by a few %).
+        self.working_set = float(sum(packed_bytes(s.kernel) for s in self.slots))
+        self.base = table.predict_kernels([s.kernel for s in self.slots], self.working_set)
         self.unmodelled = sum(1 for ms in self.base if ms is None)
 
     def _claim(self, graph, op, tensor: int, compositions, known) -> tuple[int, ...] | None:
@@ -127,7 +130,7 @@ class ChannelLatency:
                 else:
                     total += self.base[index] or 0.0
             totals.append(total)
-        for (number, _), ms in zip(where, self.table.predict_kernels(changed)):
+        for (number, _), ms in zip(where, self.table.predict_kernels(changed, self.working_set)):
             totals[number] += ms or 0.0
         return totals
 

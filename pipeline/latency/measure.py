@@ -10,6 +10,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from pipeline.core.errors import PipelineError, first_line
@@ -72,7 +73,24 @@ class LocalMeasurer:
         from ai_edge_litert import __version__ as litert_version
 
         return {"target": self.target, "threads": self.threads, "runtime": f"LiteRT {litert_version} + XNNPACK",
-                "machine": platform.machine(), "cpu": _cpu_name(), "cores": os.cpu_count()}
+                "machine": platform.machine(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+                "cache_bytes": last_level_cache_bytes()}
+
+
+def last_level_cache_bytes() -> int | None:
+    """Size of this CPU's largest cache (sysfs), which decides whether a net's packed weights stay warm between
+    invokes; None where sysfs does not say."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = entry.read_text(encoding="utf-8").strip().upper()
+        except OSError:
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes) if sizes else None
 
 
 def _cpu_name() -> str:

@@ -49,7 +49,7 @@ POINTER_BYTES = 8
 GEMM_MR, GEMM_NR, GEMM_KR = 7, 16, 8
 FLOAT_GEMM_NR = 16
 DWCONV_CHANNEL_TILE, FLOAT_DWCONV_CHANNEL_TILE = 32, 16
-DWCONV_PRIMARY_TILES = (9, 25)  # unipass kernels; larger kernels run multipass with 25-tap steps
+DWCONV_PRIMARY_TILES = (9, 25)  # unipass kernels; float ones larger run multipass with 25-tap steps
 # Fitted on this machine (benchmarks/memory.py: first all 34 zoo files within 10 %, then all 41 files, then
 # minimax relative error on the zoo) against the anonymous memory the interpreter allocates: LiteRT's and
 # XNNPACK's fixed objects, per LiteRT operator its node, and per XNNPACK operator its operator object, setup
@@ -312,6 +312,11 @@ def _packed_weights(model: TFLiteModel, op: Operator) -> int:
     shape = weights.shape
     if op.name == "DEPTHWISE_CONV_2D" and len(shape) == 4:
         taps, channels = shape[1] * shape[2], shape[3]
+        if taps > DWCONV_PRIMARY_TILES[-1] and source.dtype != "float32":
+            # Past the depthwise microkernels XNNPACK packs each channel as a GEMM tile of 16 outputs by 8
+            # inputs (measured: 6.2 MB for one 7x7 int8 layer of 960 channels, 48 MB for MobileNet v2's shape
+            # with every kernel 7x7 at 32 px, against 2.9 MB predicted by the multipass layout; issue 15).
+            return channels * GEMM_NR * (GEMM_KR * taps * item + extra)
         tile = next((t for t in DWCONV_PRIMARY_TILES if t >= taps), _align(taps, DWCONV_PRIMARY_TILES[-1]))
         return _align(channels, channel_tile) * (tile * item + extra)
     if op.name == "FULLY_CONNECTED" and len(shape) == 2:

@@ -15,6 +15,11 @@ import numpy as np
 from pipeline.latency.kernels import Kernel, TensorSpec
 
 MAX_MACS = 250e6  # bigger kernels cost seconds to time and no mobile net has them
+# XNNPACK's depthwise microkernels cover up to this many taps (3x3 and 5x5 unipass); a larger kernel (7x7)
+# runs a generic path that costs ~10x per tap and packs ~6 KB of weights per channel (measured, issue 15).
+DEPTHWISE_FAST_TAPS = 25
+LARGE_DEPTHWISE = "DEPTHWISE_CONV_2D:large"  # the sampler (and kernel class) of depthwise kernels beyond it
+LARGE_DEPTHWISE_KERNELS = (7, 9)
 MAX_ELEMENTS = 112 * 112 * 144  # largest activation of MobileNet v2 at 224 px (expanded, after stride 2)
 _SIZES = (1, 2, 3, 4, 5, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224)
 _ACTS = {"NONE": 0, "RELU": 1, "RELU6": 3}
@@ -130,6 +135,16 @@ def _sample_depthwise(rng: np.random.Generator) -> Kernel:
                      int(rng.choice([1, 2], p=[0.7, 0.3])), _act(rng))
 
 
+def _sample_large_depthwise(rng: np.random.Generator) -> Kernel:
+    """Depthwise kernels over 25 taps (7x7 and up), where XNNPACK leaves its fast depthwise path: mostly the
+    small feature maps of 32-64 px nets and of late stages (1x1 to 16x16), where the slow path's per-channel
+    cost dominates and the general sampler has few points."""
+    size = int(rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32],
+                          p=[.12, .12, .06, .12, .05, .04, .06, .12, .04, .03, .04, .08, .03, .03, .03, .03]))
+    k = int(rng.choice(LARGE_DEPTHWISE_KERNELS, p=[0.8, 0.2]))
+    return depthwise(size, size, _channels(rng, 8, 1280), k, int(rng.choice([1, 2], p=[0.7, 0.3])), _act(rng))
+
+
 def _sample_dense(rng: np.random.Generator) -> Kernel:
     return dense(_channels(rng, 8, 2048), _channels(rng, 2, 1280), int(rng.choice([0, 1])))
 
@@ -215,11 +230,15 @@ SAMPLERS: dict[str, Callable[[np.random.Generator], Kernel]] = {
     "RELU6": _unary_sampler("RELU6"), "MEAN": _sample_mean, "AVERAGE_POOL_2D": _pool_sampler("AVERAGE_POOL_2D"),
     "MAX_POOL_2D": _pool_sampler("MAX_POOL_2D"), "CONCATENATION": _sample_concat, "SPLIT": _sample_split,
     "RESHAPE": _sample_reshape, "PAD": _sample_pad, "SOFTMAX": _sample_softmax, "QUANTIZE": _sample_quantize,
+    LARGE_DEPTHWISE: _sample_large_depthwise,
 }
 # Relative sampling effort: the ops that dominate a mobile net's time get the most configurations.
 WEIGHTS = {"CONV_2D": 8, "DEPTHWISE_CONV_2D": 5, "FULLY_CONNECTED": 1.5, "ADD": 2, "MUL": 2, "HARD_SWISH": 1.5,
            "MEAN": 1.5, "CONCATENATION": 2, "SPLIT": 1.5, "RESHAPE": 0.5, "LOGISTIC": 1, "RELU": 1, "RELU6": 1,
            "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1, "PAD": 1, "SOFTMAX": 0.4, "QUANTIZE": 0.5}
+# Kernel classes sampled on top of the ops' shares (their weight does not shrink the others', so an existing
+# table extended with them keeps every kernel it had): the count is initial * weight / sum(WEIGHTS).
+EXTRA_WEIGHTS = {LARGE_DEPTHWISE: 1.5}
 
 
 def kernel_size(kernel: Kernel) -> tuple[float, int]:
@@ -238,7 +257,7 @@ def kernel_size(kernel: Kernel) -> tuple[float, int]:
 
 
 def sample(op: str, rng: np.random.Generator) -> Kernel:
-    """A configuration of ``op`` within :data:`MAX_MACS` and :data:`MAX_ELEMENTS`."""
+    """A configuration of sampler ``op`` (an op, or a kernel class such as :data:`LARGE_DEPTHWISE`) within :data:`MAX_MACS` and :data:`MAX_ELEMENTS`."""
     while True:
         kernel = SAMPLERS[op](rng)
         macs, elements = kernel_size(kernel)

@@ -17,6 +17,7 @@ Every timing is appended to ``TABLE.measurements.jsonl`` as it is taken, and the
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -30,10 +31,11 @@ import numpy as np
 from pipeline.core.errors import PipelineError
 from pipeline.core.fsutil import atomic_path, write_json
 from pipeline.latency import space
-from pipeline.latency.kernels import Kernel, TensorSpec, synthesize
+from pipeline.latency.kernels import Kernel, TensorSpec, synthesize, synthesize_bundle
 from pipeline.latency.measure import Measurer
 
-FORMAT = "tflpipe-latency-table/1"
+FORMAT = "tflpipe-latency-table/2"  # /2: large-depthwise kernel class, cold-cache twins, cache curve
+READABLE_FORMATS = ("tflpipe-latency-table/1", FORMAT)  # a /1 table predicts large depthwise kernels warm only
 TARGETS = {"cpu-int8": "int8", "cpu-float32": "float32"}  # target -> activation type of its kernels
 # Op pairs a runtime may run as one kernel (XNNPACK folds explicit padding into convolutions and pools, and
 # clamps into the op before them); the builder measures which ones this runtime really fuses.
@@ -83,10 +85,83 @@ def as_uint8(kernel: Kernel) -> Kernel:
                   kernel.options, tuple(as_uint8(k) for k in kernel.fused))
 
 
+# --- kernel classes: where the runtime's cost regime changes -------------------------------------------------
+COLD = ("cache", "cold")  # option of a kernel timed with its weights out of cache (ignored when synthesized)
+COLD_BUNDLE_CACHES = 4  # a cold timing runs copies of the kernel whose packed weights fill 4x the cache
+COLD_MAX_COPIES = 400
+COLD_MAX_INVOKE_MS = 60.0  # fewer copies for kernels this slow: their weights matter less than their compute
+DEFAULT_CACHE_BYTES = 32 * 2**20  # where the measurer cannot tell (a phone over adb)
+CURVE_SHARES = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1, 3 / 2, 2)  # bundles of packed weights this share of the cache
+CURVE_BUNDLES = 3  # random bundles per share, the median kept (timings of bundles drift on a shared machine)
+CURVE_MAX_WARM_MS = 1.0  # bundle members: large kernels of the sizes 32-64 px nets have
+
+
+def is_large_depthwise(kernel: Kernel) -> bool:
+    """A depthwise kernel with more taps than XNNPACK's depthwise microkernels take (7x7 and up): it runs a
+    generic path ~10x slower per tap, whose packed weights (~6 KB a channel) overflow the cache in a net."""
+    if kernel.op != "DEPTHWISE_CONV_2D" or len(kernel.inputs) < 2 or len(kernel.inputs[1].shape) != 4:
+        return False
+    shape = kernel.inputs[1].shape
+    return shape[1] * shape[2] > space.DEPTHWISE_FAST_TAPS
+
+
+def is_cold(kernel: Kernel) -> bool:
+    return COLD in kernel.options
+
+
+def as_cold(kernel: Kernel) -> Kernel:
+    """The kernel tagged to be timed cold (see :func:`cold_copies`); its key differs, its model does not."""
+    return kernel if is_cold(kernel) else Kernel(kernel.op, kernel.inputs, kernel.outputs, (*kernel.options, COLD),
+                                                 kernel.fused)
+
+
+def as_warm(kernel: Kernel) -> Kernel:
+    """The kernel itself, without the tag that says to time it cold."""
+    return Kernel(kernel.op, kernel.inputs, kernel.outputs, tuple(o for o in kernel.options if o != COLD),
+                  kernel.fused)
+
+
 def family(kernel: Kernel) -> str:
-    """What the predictor keys on: the op, and ``:uint8`` for TF1-style kernels (XNNPACK runs them apart)."""
+    """What the predictor keys on: the op, ``:large`` for depthwise kernels past XNNPACK's fast path, ``:cold``
+    for their out-of-cache timings, and ``:uint8`` for TF1-style kernels (XNNPACK runs them apart)."""
+    name = kernel.op
+    if is_large_depthwise(kernel):
+        name += ":large" + (":cold" if is_cold(kernel) else "")
     acts = kernel.activations or kernel.outputs
-    return f"{kernel.op}:uint8" if acts and acts[0].dtype == "uint8" and kernel.op != "QUANTIZE" else kernel.op
+    return f"{name}:uint8" if acts and acts[0].dtype == "uint8" and kernel.op != "QUANTIZE" else name
+
+
+def packed_bytes(kernel: Kernel) -> int:
+    """Bytes of weights the kernel reads each invoke, as XNNPACK packs them: a large depthwise kernel's generic
+    path tiles every channel to 16 outputs of 8 inputs (6.4 KB a channel at 7x7, measured: 6.2 MB at 960
+    channels); other kernels read their weights about as stored."""
+    total = 0
+    for part in (kernel, *kernel.fused):
+        constants = [t for t in part.inputs if t.constant and t.values is None]
+        if is_large_depthwise(part):
+            _, kh, kw, channels = part.inputs[1].shape
+            total += channels * (16 * 8 * kh * kw + 16 * 8)
+        else:
+            total += sum(int(np.prod(t.shape)) * (1 if t.dtype in ("int8", "uint8") else 4) for t in constants)
+    return total
+
+
+def cold_copies(kernel: Kernel, warm_ms: float, cache_bytes: int) -> int:
+    """How many copies of ``kernel`` a cold timing runs side by side: enough that their packed weights fill
+    several caches (each copy then reads its weights from memory, as in a net of many such layers), fewer
+    when the kernel is so slow that its weights hardly matter."""
+    wanted = -(-COLD_BUNDLE_CACHES * cache_bytes // max(packed_bytes(kernel), 1))
+    affordable = int(COLD_MAX_INVOKE_MS / max(warm_ms, 1e-6))
+    return int(max(2, min(wanted, affordable, COLD_MAX_COPIES)))
+
+
+def cold_fraction(curve: list[list[float]], working_set: float) -> float:
+    """How far a net whose packed weights total ``working_set`` bytes is from warm (0) to cold (1), read off
+    the table's measured curve (log-linear between its points)."""
+    if not curve:
+        return 0.0
+    sizes = np.log([max(float(w), 1.0) for w, _ in curve])
+    return float(np.clip(np.interp(math.log(max(working_set, 1.0)), sizes, [f for _, f in curve]), 0.0, 1.0))
 
 
 # --- features ------------------------------------------------------------------------------------------------
@@ -186,19 +261,37 @@ class LatencyTable:
             self._models[key] = fit([(k, ms) for k, ms in self.rows if family(k) == key])
         return self._models[key]
 
-    def predict_kernels(self, kernels: list[Kernel]) -> list[float | None]:
+    @property
+    def cache_curve(self) -> list[list[float]]:
+        """[working-set bytes, cold fraction] pairs measured by the builder; empty for a /1 table."""
+        return list(self.meta.get("cache_curve") or [])
+
+    def predict_kernels(self, kernels: list[Kernel], working_set: float | None = None) -> list[float | None]:
         """Milliseconds each kernel adds to a model's invoke (its time above the invoke overhead); None when
-        the table has no measurements of its op."""
+        the table has no measurements of its op.
+
+        Large depthwise kernels are predicted between their warm and cold timings (geometrically) by how far
+        the net's packed weights, ``working_set`` bytes (by default those of ``kernels``), overflow the cache.
+        """
         result: list[float | None] = [None] * len(kernels)
         by_op: dict[str, list[int]] = {}
         for i, kernel in enumerate(kernels):
             by_op.setdefault(family(kernel), []).append(i)
+        fraction = None
         for op, indices in by_op.items():
             model = self._model(op) if op in self._families else None
             if model is None:
                 continue
-            predicted = np.exp(model.predict(np.array([features(kernels[i]) for i in indices])))
-            for i, ms in zip(indices, predicted):
+            rows = np.array([features(kernels[i]) for i in indices])
+            log_ms = model.predict(rows)
+            cold_family = op.replace(":large", ":large:cold")
+            if cold_family != op and cold_family in self._families:
+                if fraction is None:
+                    total = working_set if working_set is not None else sum(packed_bytes(k) for k in kernels)
+                    fraction = cold_fraction(self.cache_curve, total)
+                if fraction > 0:
+                    log_ms = (1 - fraction) * log_ms + fraction * self._model(cold_family).predict(rows)
+            for i, ms in zip(indices, np.exp(log_ms)):
                 result[i] = max(float(ms) - self.overhead_ms, 0.0)
         return result
 
@@ -230,7 +323,11 @@ def load_table(path: str | Path) -> LatencyTable:
         raise PipelineError(f"latency table {path} does not exist; build one with `tflpipe latency build`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PipelineError(f"{path} is not a latency table ({type(exc).__name__})") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+    if not isinstance(raw, dict) or raw.get("format") not in READABLE_FORMATS:
+        found = raw.get("format") if isinstance(raw, dict) else None
+        if isinstance(found, str) and found.startswith("tflpipe-latency-table/"):
+            raise PipelineError(f"{path} is a latency table of format {found}, newer than this tflpipe reads "
+                                f"({', '.join(READABLE_FORMATS)}); update tflpipe or rebuild the table")
         raise PipelineError(f"{path} is not a tflpipe latency table (format {FORMAT!r} expected)")
     try:
         rows = [(Kernel.from_json(k), float(ms)) for k, ms in raw.pop("kernels")]
@@ -240,6 +337,8 @@ def load_table(path: str | Path) -> LatencyTable:
         if meta["target"] not in TARGETS and not str(meta["target"]).startswith("android"):
             raise ValueError(meta["target"])
         int(meta["threads"]), float(meta["overhead_ms"])
+        for size, fraction in meta.get("cache_curve") or []:
+            float(size), float(fraction)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise PipelineError(f"{path}: malformed latency table ({type(exc).__name__}: {exc})") from None
     if not rows:
@@ -310,7 +409,10 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
     described = measurer.describe()
     meta = {"target": target, "threads": measurer.threads, "device": described.get("target"),
             "serial": described.get("serial")}
+    existing = _existing_table(out, meta)
     journal = _Journal(out.with_name(out.name + ".measurements.jsonl"), meta)
+    for kernel, ms in existing.rows if existing else []:
+        journal.done.setdefault(kernel.key, ms)
     started = time.monotonic()
     deadline = started + plan.minutes * 60
     convert = as_float if target == "cpu-float32" else (lambda k: k)
@@ -318,12 +420,30 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
     bar = _bar(progress, plan)
     if journal.resumed:
         log(f"resuming: {journal.resumed} measurements already in {journal.path.name}")
+    reused = len(existing.rows) if existing else 0
+    earlier_minutes = float(existing.meta.get("build_minutes", 0.0)) if existing else 0.0
+    if reused:
+        log(f"extending {out.name}: its {reused} kernels are kept, only the ones it lacks are measured")
+    cache = int(described.get("cache_bytes") or DEFAULT_CACHE_BYTES)
+    overheads: list[float] = []
 
     def measure(kernel: Kernel) -> float:
         key = kernel.key
         if key not in journal.done:
-            journal.record(key, measurer.time(synthesize(kernel)))
+            if is_cold(kernel):
+                warm = as_warm(kernel)
+                copies = cold_copies(warm, measure(warm) - overheads[0], cache)
+                bundle_ms = measurer.time(synthesize_bundle([warm] * copies))
+                journal.record(key, (bundle_ms - overheads[0]) / copies + overheads[0])  # one copy's share
+            else:
+                journal.record(key, measurer.time(synthesize(kernel)))
         bar.update(1)
+        return journal.done[key]
+
+    def measure_bundle(kernels: list[Kernel]) -> float:
+        key = "bundle:" + hashlib.sha1("".join(k.key for k in kernels).encode()).hexdigest()
+        if key not in journal.done:
+            journal.record(key, measurer.time(synthesize_bundle(kernels)))
         return journal.done[key]
 
     def null_time(round_: int) -> float:
@@ -331,11 +451,12 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
         tagged = Kernel(NULL_KERNEL.op, NULL_KERNEL.inputs, NULL_KERNEL.outputs, (("phase", round_),))
         return measure(tagged)
 
-    overheads = [null_time(0)]
+    overheads.append(null_time(0))
     fusions = _detect_fusions(lambda k: measure(convert(k)), plan, seed, overheads[0])
     rows: dict[str, tuple[Kernel, float]] = {}
-    weights = {op: space.WEIGHTS.get(op, 1.0) for op in ops}
-    total = sum(weights.values())
+    weights = {op: space.WEIGHTS.get(op, space.EXTRA_WEIGHTS.get(op, 1.0)) for op in ops}
+    # Extra kernel classes do not shrink the ops' shares: extending a table with them keeps its kernels.
+    total = sum(weights[op] for op in ops if op not in space.EXTRA_WEIGHTS) or sum(weights.values())
     for op in ops:
         rng = np.random.default_rng([seed, 1, space.SAMPLERS_ORDER.index(op)])
         count = max(4, round(plan.initial * weights[op] / total))
@@ -345,6 +466,10 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
             kernel = space.sample(op, rng)
             kernel = convert(kernel) if number < count else as_uint8(kernel)
             rows[kernel.key] = (kernel, measure(kernel))
+            if is_large_depthwise(kernel):  # and its time inside a net whose weights overflow the cache
+                cold = as_cold(kernel)
+                rows[cold.key] = (cold, measure(cold))
+    curve = _cache_curve(list(rows.values()), measure_bundle, cache, overheads[0], seed)
     errors = {}
     for round_ in range(1, plan.rounds + 1):
         if time.monotonic() > deadline:
@@ -366,7 +491,7 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
         for (raw, kernel, ms), guess in zip(fresh, predicted):
             guess_total = (guess or 0.0) + table.overhead_ms
             error = abs(guess_total - ms) / ms
-            errors.setdefault(kernel.op, []).append(error)
+            errors.setdefault(family(kernel), []).append(error)
             if error > ERROR_THRESHOLD:
                 bad.append(raw)
             rows[kernel.key] = (kernel, ms)
@@ -383,7 +508,9 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
     meta = {"target": target, "threads": measurer.threads, "overhead_ms": float(np.median(overheads)),
             "fusions": sorted(list(pair) for pair in fusions), "measured_by": described,
             "built": datetime.now(timezone.utc).isoformat(timespec="seconds"), "kernel_count": len(rows),
-            "build_minutes": round((time.monotonic() - started) / 60, 1), "resumed_measurements": journal.resumed,
+            "build_minutes": round(earlier_minutes + (time.monotonic() - started) / 60, 1),
+            "resumed_measurements": journal.resumed,
+            "reused_kernels": reused, "cache_bytes": cache, "cache_curve": curve,
             "plan": vars(plan) if hasattr(plan, "__dict__") else {},
             "validation_error": {op: {"within_10pct": float(np.mean(np.array(e) <= ERROR_THRESHOLD)), "n": len(e)}
                                  for op, e in sorted(errors.items())}}
@@ -392,6 +519,54 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
         tmp.write_text(json.dumps(table.to_json()), encoding="utf-8")
     journal.path.unlink()
     return table
+
+
+def _existing_table(out: Path, meta: dict) -> LatencyTable | None:
+    """The finished table at ``out`` (same target, threads and device), whose kernels seed the build:
+    rebuilding a table with more samplers measures only what it lacks."""
+    if not out.is_file():
+        return None
+    existing = load_table(out)
+    found = {"target": existing.target, "threads": existing.threads, "device": existing.device,
+             "serial": existing.meta.get("measured_by", {}).get("serial")}
+    if {k: found[k] for k in ("target", "threads")} != {k: meta[k] for k in ("target", "threads")} \
+            or (found["device"], found["serial"]) != (meta["device"] or "cpu", meta["serial"]):
+        raise PipelineError(f"{out} is a table of {found['target']} kernels on {found['device']} at "
+                            f"{found['threads']} thread(s); choose another --out or remove it to build this one")
+    return existing
+
+
+def _cache_curve(rows: list[tuple[Kernel, float]], measure_bundle: Callable[[list[Kernel]], float], cache: int,
+                 overhead: float, seed: int) -> list[list[float]]:
+    """How cold a net's large depthwise kernels run as its packed weights grow: bundles of distinct measured
+    large kernels (side by side in one model, as a net's layers) whose weights total a share of the cache, each
+    timed whole; the point's fraction is where the bundle falls between its kernels' warm and cold sums
+    (log scale, median of the bundles, clipped to [0, 1], made non-decreasing). Empty without enough kernels."""
+    timings = {k.key: ms for k, ms in rows}
+    pairs = [(k, ms - overhead, timings[as_cold(k).key] - overhead) for k, ms in rows
+             if is_large_depthwise(k) and not is_cold(k) and as_cold(k).key in timings
+             and 0 < ms - overhead <= CURVE_MAX_WARM_MS]
+    if len(pairs) < 4:
+        return []
+    rng = np.random.default_rng([seed, 5])
+    points = []
+    for share in CURVE_SHARES:
+        sizes, fractions = [], []
+        for _ in range(CURVE_BUNDLES):
+            members, total = [], 0
+            for i in rng.permutation(len(pairs)):
+                if total >= share * cache:
+                    break
+                members.append(pairs[int(i)])
+                total += packed_bytes(pairs[int(i)][0])
+            warm, cold = sum(m[1] for m in members), sum(m[2] for m in members)
+            ms = measure_bundle([m[0] for m in members]) - overhead
+            sizes.append(total)
+            fractions.append(math.log(max(ms, 1e-9) / warm) / math.log(cold / warm) if cold > warm * 1.05 else 0.0)
+        points.append((float(np.median(sizes)), float(np.clip(np.median(fractions), 0.0, 1.0))))
+    points.sort()
+    fractions = np.maximum.accumulate([f for _, f in points])
+    return [[size, round(float(f), 4)] for (size, _), f in zip(points, fractions)]
 
 
 def _detect_fusions(measure: Callable[[Kernel], float], plan: BuildPlan, seed: int, overhead: float) -> set:

@@ -26,7 +26,7 @@ from pipeline.core.data import ImageSet, normalize
 from pipeline.core.errors import PipelineError
 from pipeline.core.tf_env import tf
 from pipeline.latency import space as kernels
-from pipeline.latency.table import LatencyTable
+from pipeline.latency.table import LatencyTable, packed_bytes
 from pipeline.search.space import BASE_STAGES, HEAD, STEM, Arch, Block, Stage, _divisible, se_channels
 from pipeline.search.supernet import Supernet
 
@@ -273,7 +273,16 @@ class _LatencyLUT:
         for t, c in enumerate(search.widths[-1]):
             items.append((("head", t), kernels.conv(size, size, c, HEAD, 1, 1, RELU6)))
             items.append((("hs_head", t), kernels.unary("HARD_SWISH", (1, size, size, HEAD))))
-        predicted = table.predict_kernels([k for _, k in items])
+        # Large depthwise kernels cost more when a net's weights overflow the cache: estimate a sampled net's
+        # weights as the sum over slots (a block's expand, dw, ...; the head) of the mean over that slot's options.
+        per_option: dict[tuple, int] = {}
+        for key, kernel in items:
+            per_option[key] = per_option.get(key, 0) + packed_bytes(kernel)
+        slots: dict[tuple, list[int]] = {}
+        for key, size in per_option.items():
+            slots.setdefault(key[:1] if isinstance(key[0], str) else key[:3], []).append(size)
+        working_set = sum(float(np.mean(sizes)) for sizes in slots.values())
+        predicted = table.predict_kernels([k for _, k in items], working_set)
         self.ms: dict[tuple, float] = {}
         for (key, _), ms in zip(items, predicted):
             self.ms[key] = self.ms.get(key, 0.0) + (ms or 0.0)
