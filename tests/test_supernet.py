@@ -30,7 +30,8 @@ def space_file(tmp_path_factory) -> Path:
 
 
 def _probs(net: Supernet, images: np.ndarray, arch) -> np.ndarray:
-    return tf.nn.softmax(net(tf.constant(images), tf.constant(net.encode(arch)))).numpy()
+    """The subnet's graph alone: its code as numbers, static shapes (how training runs the largest net)."""
+    return tf.nn.softmax(net(tf.constant(images), net.encode(arch))).numpy()
 
 
 def test_subnets_compute_what_their_extracted_models_compute():
@@ -41,11 +42,16 @@ def test_subnets_compute_what_their_extracted_models_compute():
         if "transform" in name:
             var.assign(var.numpy() + rng.normal(0, 0.1, var.shape).astype(np.float32))
     images = rng.uniform(-1, 1, (6, 32, 32, 3)).astype(np.float32)
+    # One graph for every subnet, its code a tensor (dynamic shapes): how training runs the sampled subnets.
+    shared = tf.function(lambda x, code: tf.nn.softmax(net(x, code)),
+                         input_signature=[tf.TensorSpec([None, 32, 32, 3]), tf.TensorSpec([net.code_length], tf.int32)])
     archs = [space.largest(), space.smallest()] + [net.sample("width", rng) for _ in range(3)]
     for arch in archs:
         # Training mode: BatchNorm on batch statistics, as the supernet always normalizes.
         expected = extract(net, arch)(images, training=True).numpy()
         assert np.abs(_probs(net, images, arch) - expected).max() < 1e-4, arch.describe()
+        assert np.abs(shared(images, net.encode(arch)).numpy() - expected).max() < 1e-4, arch.describe()
+    assert shared.experimental_get_tracing_count() == 1
     before = _probs(net, images, space.largest())
     net.sort_channels()
     assert np.abs(_probs(net, images, space.largest()) - before).max() < 1e-4
@@ -55,7 +61,7 @@ def test_subnets_compute_what_their_extracted_models_compute():
         net.encode(SearchSpace().largest())
 
 
-@pytest.mark.slow  # trains a supernet twice (kill + resume) and extracts a subnet: 30 s
+@pytest.mark.slow  # trains a supernet twice (kill + resume) and extracts a subnet: 13-35 s here
 def test_supernet_trains_resumes_after_a_kill_and_its_subnet_goes_on(tmp_path, space_file):
     data = write_image_folder(tmp_path / "data", classes=3, per_class=30, size=32)
     out = tmp_path / "supernet"
@@ -111,6 +117,8 @@ def test_bad_input_is_one_line(tmp_path, space_file):
     damaged.mkdir()
     (damaged / "supernet.json").write_text("{not json")
     cases.append((["train", "--data", data, "--out", damaged, "--space", space_file], "is damaged"))
+    cases.append((["train", "--data", data, "--out", tmp_path / "r", "--space", space_file, "--ray-address",
+                   "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"))
     for args, message in cases:
         result = invoke("supernet", *args)
         assert result.exit_code != 0 and message in result.output, result.output
@@ -127,6 +135,15 @@ def test_bad_input_is_one_line(tmp_path, space_file):
     (tmp_path / "other" / "supernet.json").write_text('{"space": 1}')
     with pytest.raises(PipelineError, match="not a search space"):
         load_supernet(tmp_path / "other")
+    # A run resumes only with the worker count it started with (the global batch and the rate depend on it).
+    from pipeline.core.data import ImageSet
+    from pipeline.search.supernet import _header
+
+    images = ImageSet(np.zeros((4, 32, 32, 3), np.uint8), np.array([0, 1, 0, 1]), ["a", "b"])
+    tiny, settings = SearchSpace.from_json(TINY), SupernetSettings(epochs=(1, 0, 0, 0))
+    _save(Supernet(tiny, 2), tmp_path / "other", {**_header(images, tiny, settings, 1), "done": {}})
+    with pytest.raises(PipelineError, match=r"trained with --workers 1\); use another --out"):
+        train_supernet(images, tiny, settings, tmp_path / "other", workers=2)
 
 
 RELU6_ONLY = {**SMALL, "resolutions": [32, 40], "acts": ["relu6"]}  # the session's table has no HARD_SWISH

@@ -31,14 +31,20 @@ def _default(name: str):
 @click.option("--learning-rate", type=float, default=_default("learning_rate"), show_default=True,
               help="Peak SGD rate (the shrinking phases start at 0.4x).")
 @click.option("--batch-size", type=click.IntRange(1), default=_default("batch_size"), show_default=True,
-              help="Images per step.")
+              help="Images per step (per worker with --workers).")
 @click.option("--subnets", type=click.IntRange(0), default=_default("subnets"), show_default=True,
               help="Sampled subnets distilled from the largest at each step (sandwich rule).")
 @click.option("--validation-split", type=float, default=0.1, show_default=True,
               help="Held-out share of --data (the same split `tflpipe search` uses).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Train data-parallel on this many Ray Train workers (an embedded local Ray unless --ray-address); "
+                   "--batch-size is per worker. A run resumes only with the same count.")
+@click.option("--ray-address", help="Join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto) for the workers; "
+                                    "--out must be a folder every node sees.")
 @json_option
-def train(data, out, space_file, epochs, learning_rate, batch_size, subnets, validation_split, seed, as_json) -> None:
+def train(data, out, space_file, epochs, learning_rate, batch_size, subnets, validation_split, seed, workers,
+          ray_address, as_json) -> None:
     """Train the supernet by progressive shrinking, then score its largest and smallest subnets."""
     from pipeline.cli.search import _datasets
     from pipeline.core.errors import PipelineError
@@ -52,11 +58,16 @@ def train(data, out, space_file, epochs, learning_rate, batch_size, subnets, val
         raise PipelineError(f"--epochs must be four integers like 6,3,3,3; got {epochs!r}") from None
     ensure_writable_dir(out)
     read_state(out)  # a damaged folder is refused before the images are decoded
+    if ray_address is not None:  # and so is a cluster nothing answers at
+        from pipeline.search.distributed import check_reachable
+
+        check_reachable(ray_address)
     space = SearchSpace.from_file(space_file)
     settings = SupernetSettings(phases, learning_rate, batch_size, subnets, seed=seed).check()
     datasets = _datasets(data, validation_split, seed, not as_json)
     state = train_supernet(datasets(max(space.resolutions))[0], space, settings, out, progress=not as_json,
-                           log=lambda line: click.echo(f"tflpipe: {line}", err=True))
+                           log=lambda line: click.echo(f"tflpipe: {line}", err=True), workers=workers,
+                           ray_address=ray_address)
     from pipeline.search.supernet import load_supernet
 
     net, _ = load_supernet(out)
