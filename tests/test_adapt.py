@@ -44,9 +44,19 @@ def _adapt(trained, table, run_data, out, *extra):
     return invoke("adapt", trained, "--data", run_data, "--table", table, "--out", out, *extra)
 
 
+def _weights(path: Path) -> list[np.ndarray]:
+    """Every array of a Keras .h5 file, read without building the model."""
+    import h5py
+
+    arrays: list[np.ndarray] = []
+    with h5py.File(path, "r") as f:
+        f["model_weights"].visititems(lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
 def test_netadapt_meets_the_budget_and_resumes_without_redoing(trained, table, run_data, tmp_path):
     out = tmp_path / "netadapt"
-    args = ("--budget", "0.96x", "--first-step", "0.04", *FAST, "--json")
+    args = ("--budget", "0.96x", "--first-step", "0.04", *FAST, "--final-epochs", "1", "--json")
     report = json_output(_adapt(trained, table, run_data, out, *args))
     assert report["strategy"] == "netadapt"
     assert report["predicted_ms"] <= report["target_ms"] + 1e-9 < report["original_ms"]
@@ -54,13 +64,52 @@ def test_netadapt_meets_the_budget_and_resumes_without_redoing(trained, table, r
     steps = report["trajectory"]
     assert len(steps) >= 2 and all(a["predicted_ms"] > b["predicted_ms"] for a, b in zip(steps, steps[1:]))
     assert report["measured_after_ms"] > 0 and report["measured_before_ms"] > 0
-    for name in ("model_adapted.h5", "report.json", "trajectory.png", "state.json"):
+    assert report["final_fine_tune"]["distill"] is True  # the default: distilled from the unadapted net
+    for name in ("model_adapted.h5", "report.json", "trajectory.png", "state.json", "searched.h5"):
         assert (out / name).is_file(), name
-    again = json_output(_adapt(trained, table, run_data, out, *args))  # finished: nothing is redone
-    assert again["trajectory"] == steps and again["predicted_ms"] == pytest.approx(report["predicted_ms"])
+    distilled = _weights(out / "model_adapted.h5")
+    searched_at = (out / "searched.h5").stat().st_mtime_ns
+    # Only the final fine-tune's settings change: the search is not redone, the final fine-tune is, apart.
+    labels_only = _adapt(trained, table, run_data, out, *args, "--no-distill")
+    again = json_output(labels_only)
+    assert "iteration 1:" not in labels_only.output and "final fine-tune: 1 epoch(s)" in labels_only.output
+    assert again["final_fine_tune"]["distill"] is False and again["trajectory"] == steps
+    assert again["predicted_ms"] == pytest.approx(report["predicted_ms"])
+    assert (out / "searched.h5").stat().st_mtime_ns == searched_at
+    undistilled = _weights(out / "model_adapted.h5")
+    assert len(undistilled) == len(distilled) and any(not np.allclose(a, b) for a, b in zip(undistilled, distilled))
+    assert set(json.loads((out / "state.json").read_text())["finals"]) == {"1ep_kd_t4_w0.9", "1ep"}
     other = _adapt(trained, table, run_data, out, "--budget", "0.7x", *FAST)  # refused before any work
     assert other.exit_code == 1 and "other settings" in _error(other)
     assert json.loads((out / "report.json").read_text())["budget"] == "0.96x"  # nothing of the first run lost
+
+
+@pytest.mark.slow  # three runs and a rebuild: 115 s on the loaded 2-core machine
+def test_a_state_from_before_the_cached_final_fine_tune_is_rebuilt_from_its_trajectory(trained, table, run_data,
+                                                                                          tmp_path):
+    out = tmp_path / "old"
+    args = ("--budget", "0.96x", "--first-step", "0.04", *FAST, "--json")
+    first = json_output(_adapt(trained, table, run_data, out, *args))
+    # What the previous version left: full settings, ``done``, and the final model in current.h5.
+    state = json.loads((out / "state.json").read_text())
+    state["settings"].update(final_epochs=0)
+    state.update(done=True, final_holdout_accuracy=state["finals"]["0ep"]["holdout_accuracy"])
+    for key in ("finals", "seconds"):
+        state.pop(key)
+    (out / "state.json").write_text(json.dumps(state))
+    (out / "final_0ep.h5").replace(out / "current.h5")
+    (out / "searched.h5").unlink()
+    result = _adapt(trained, table, run_data, out, *args, "--final-epochs", "1")
+    report = json_output(result)
+    assert f"rebuilding the searched model from its {len(first['trajectory']) - 1} recorded step(s)" in result.output
+    assert report["searched_rebuilt"] and report["trajectory"] == first["trajectory"]
+    assert report["params_after"] == first["params_after"]  # the same net as the search left
+    assert (out / "final_0ep.h5").is_file() and (out / "searched.h5").is_file() and not (out / "current.h5").exists()
+    upgraded = json.loads((out / "state.json").read_text())
+    assert set(upgraded["finals"]) == {"0ep", "1ep_kd_t4_w0.9"} and "final_epochs" not in upgraded["settings"]
+    again = _adapt(trained, table, run_data, out, *args, "--final-epochs", "1")  # finished: nothing is redone
+    assert "rebuilding" not in again.output and "final fine-tune" not in again.output
+    assert json_output(again)["holdout_accuracy_after"] == report["holdout_accuracy_after"]
 
 
 @pytest.mark.slow  # 15 s of episodes
@@ -84,11 +133,10 @@ def test_amc_ddpg_strategy_meets_the_budget_and_resumes_per_episode(trained, tab
     assert episodes[0]["noise"] is None and episodes[1]["noise"] == pytest.approx(0.5)  # warm-up, then the policy
     # Interrupted after two episodes: state.json held them, and nothing after the search was written yet.
     state = json.loads((out / "state.json").read_text())
-    state.update(episodes=state["episodes"][:2], trajectory=state["trajectory"][:1], done=False)
-    for key in ("searched", "final_holdout_accuracy"):
-        state.pop(key)
+    state.update(episodes=state["episodes"][:2], trajectory=state["trajectory"][:1], finals={})
+    state.pop("searched")
     (out / "state.json").write_text(json.dumps(state))
-    for name in ("current.h5", "model_adapted.h5", "report.json"):
+    for name in ("searched.h5", "final_0ep.h5", "model_adapted.h5", "report.json"):
         (out / name).unlink()
     resumed = json_output(_adapt(trained, table, run_data, out, *args))["episodes"]
     assert len(resumed) == 4 and [e["reward"] for e in resumed[:2]] == [e["reward"] for e in episodes[:2]]
@@ -118,6 +166,12 @@ def test_settings_are_checked():
         AdaptSettings(budget="0.5x", strategy="ddpg").check()
     with pytest.raises(PipelineError, match="first-step"):
         AdaptSettings(budget="0.5x", first_step=1.5).check()
+    with pytest.raises(PipelineError, match="distill-weight"):
+        AdaptSettings(budget="0.5x", distill_weight=1.5).check()
+    # Each final fine-tune is cached under its own key; without epochs, distillation changes nothing.
+    assert AdaptSettings(budget="0.5x", final_epochs=3).final_key() == "3ep_kd_t4_w0.9"
+    assert AdaptSettings(budget="0.5x", final_epochs=3, distill=False).final_key() == "3ep"
+    assert AdaptSettings(budget="0.5x", final_epochs=0, distill_temperature=2).final_key() == "0ep"
 
 
 @pytest.mark.slow  # a whole run (train, adapt, convert, evaluate): 70 s

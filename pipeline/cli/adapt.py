@@ -43,6 +43,14 @@ def _default(name: str):
 @click.option("--episodes", type=int, default=_default("episodes"), show_default=True, help="AMC: agent evaluations.")
 @click.option("--final-epochs", type=int, default=_default("final_epochs"), show_default=True,
               help="Epochs of the final fine-tune.")
+@click.option("--distill/--no-distill", default=_default("distill"), show_default=True,
+              help="Final fine-tune by knowledge distillation from the unadapted net (its softened outputs and the "
+                   "labels), or from the labels alone. Changing it (or the options below, or --final-epochs) in "
+                   "an --out that holds a finished search redoes only the final fine-tune.")
+@click.option("--distill-temperature", type=float, default=_default("distill_temperature"), show_default=True,
+              help="Distillation temperature softening both nets' class distributions.")
+@click.option("--distill-weight", type=float, default=_default("distill_weight"), show_default=True,
+              help="Share of the distillation loss from the teacher's outputs (the rest from the labels).")
 @click.option("--learning-rate", type=float, default=_default("learning_rate"), show_default=True,
               help="Fine-tuning learning rate.")
 @click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True, help="Fine-tuning batch.")
@@ -70,6 +78,11 @@ def adapt(model_path: Path, data: str, table: Path, out: Path, target: str | Non
                  f"predicted {d['original_ms']:.3f} -> {d['predicted_ms']:.3f} ms (budget {d['target_ms']:.3f} ms)",
                  f"held-out accuracy {d['holdout_accuracy_before']:.2%} -> {d['holdout_accuracy_after']:.2%}; "
                  f"params {d['params_before']:,} -> {d['params_after']:,}"]
+        final = d["final_fine_tune"]
+        if final["final_epochs"]:
+            how = (f"distilled from the unadapted net (T={final['distill_temperature']:g}, weight "
+                   f"{final['distill_weight']:g})" if final["distill"] else "from the labels alone")
+            lines.append(f"final fine-tune: {final['final_epochs']} epoch(s), {how}")
         if "measured_after_ms" in d:
             lines.append(f"measured int8 {d['measured_before_ms']:.3f} -> {d['measured_after_ms']:.3f} ms "
                          f"(prediction {d['predicted_over_measured'] - 1:+.1%})")

@@ -5,7 +5,9 @@ ECCV 2018): each iteration asks for a latency drop that follows a schedule (``fi
 latency, times ``decay`` per iteration; the reference implementation uses 2.5% and 0.96). For every channel
 group it finds, from the latency model, the fewest filters whose removal meets the drop, removes those
 with the smallest filter norms, fine-tunes the proposal briefly and measures it on a held-out split; the
-most accurate proposal goes on to the next iteration. A longer fine-tune ends the adaptation.
+most accurate proposal goes on to the next iteration. A longer fine-tune ends the adaptation, distilled
+from the unadapted net unless ``distill`` is off (Hinton et al., 2015: the pruned net learns its teacher's
+softened outputs beside the labels).
 
 AMC (He et al., "AMC: AutoML for Model Compression and Acceleration on Mobile Devices", ECCV 2018): an
 agent chooses every group's pruning ratio; each choice is scaled to meet the budget exactly and
@@ -14,7 +16,8 @@ choice is fine-tuned once. Two agents: ``amc``, the cross-entropy method over th
 policy refitted to the best-rewarded tenth), and ``amc-ddpg``, the paper's DDPG agent choosing one ratio per
 group in order from an embedding of that group and of the latency cut so far (``ddpg_search``).
 
-Every iteration (NetAdapt), episode batch (CEM) or episode (DDPG) is saved, so an interrupted adaptation resumes.
+Every iteration (NetAdapt), episode batch (CEM) or episode (DDPG) is saved, so an interrupted adaptation resumes;
+the search's result is kept apart from each final fine-tune's, so changing only the final fine-tune reuses the search.
 """
 from __future__ import annotations
 
@@ -36,8 +39,8 @@ from pipeline.core.tf_env import keras
 from pipeline.latency.channels import ChannelLatency
 from pipeline.latency.table import LatencyTable
 from pipeline.stages.channel_prune import channel_groups, layer_channels, prune_channels
-from pipeline.stages.options import AdaptSettings, parse_budget  # noqa: F401 (re-exported: the stage's API)
-from pipeline.stages.train import FitSettings, fit, keras_accuracy, recalibrate_batchnorm
+from pipeline.stages.options import ADAPT_FINAL_FIELDS, AdaptSettings, parse_budget  # noqa: F401 (re-exported)
+from pipeline.stages.train import Distillation, FitSettings, fit, keras_accuracy, recalibrate_batchnorm
 
 
 def _compositions(model: keras.Model) -> dict[str, tuple[int, ...]]:
@@ -106,22 +109,85 @@ def _fit_settings(settings: AdaptSettings, epochs: int, seed: int) -> FitSetting
 
 
 class _State:
-    """``state.json`` and ``current.h5`` in the output folder: what an interrupted run resumes from."""
+    """``state.json`` in the output folder: what an interrupted run resumes from. The search's working model is
+    ``current.h5``, its result ``searched.h5``; each final fine-tune's result is ``final_<key>.h5``, keyed by its
+    settings (:meth:`AdaptSettings.final_key`), so another final fine-tune reuses the search."""
 
     def __init__(self, out: Path, settings: AdaptSettings, source: str) -> None:
+        self.clock = time.monotonic()
         self.out, self.path, self.model_path = out, out / "state.json", out / "current.h5"
-        self.data: dict = {"settings": asdict(settings), "source": source, "trajectory": [], "done": False}
+        self.searched_path = out / "searched.h5"
+        self.data: dict = {"settings": _search_settings(asdict(settings)), "source": source, "trajectory": [],
+                           "finals": {}, "seconds": {}}
         if self.path.exists():
             saved = json.loads(self.path.read_text(encoding="utf-8"))
-            if saved.get("settings") != asdict(settings) or saved.get("source") != source:
+            if _search_settings(saved.get("settings", {})) != self.data["settings"] or saved.get("source") != source:
                 raise PipelineError(f"{out} holds an adaptation with other settings or another model; "
                                     "use another --out or remove it")
             self.data = saved
+            self._upgrade()
 
-    def save(self, model: keras.Model | None = None) -> None:
+    def _upgrade(self) -> None:
+        """A state written before the final fine-tune was cached apart: ``current.h5`` held the search's result
+        and then, once ``done``, the final model (fine-tuned from the labels alone)."""
+        if "finals" in self.data:
+            return
+        old = self.data["settings"]
+        self.data.update(finals={}, seconds={})
+        if self.data.pop("done", False):
+            key = AdaptSettings(budget=old["budget"], final_epochs=old["final_epochs"], distill=False).final_key()
+            self.model_path.replace(self.final_path(key))
+            self.data["finals"][key] = {"holdout_accuracy": self.data.pop("final_holdout_accuracy")}
+        elif self.data.get("searched") and self.model_path.exists():
+            self.model_path.replace(self.searched_path)
+        self.data["settings"] = _search_settings(old)
+        self.save()
+
+    def final_path(self, key: str) -> Path:
+        return self.out / f"final_{key}.h5"
+
+    def save(self, model: keras.Model | None = None, phase: str = "search") -> None:
+        """Writes the state (and the search's working ``model``); the time since the last save counts to ``phase``."""
         if model is not None:
             save_keras_model(model, self.model_path)
+        now = time.monotonic()
+        seconds = self.data.setdefault("seconds", {})
+        seconds[phase] = round(seconds.get(phase, 0.0) + now - self.clock, 1)
+        self.clock = now
         write_json(self.path, self.data)
+
+
+def _search_settings(settings: dict) -> dict:
+    """The settings the search's cached iterations depend on: all but the final fine-tune's."""
+    return {name: value for name, value in settings.items() if name not in ADAPT_FINAL_FIELDS}
+
+
+def _rebuild_searched(model: keras.Model, train: ImageSet, problem: _Problem, settings: AdaptSettings,
+                      state: _State, log: Callable[[str], None]) -> keras.Model:
+    """The search's result for a state that did not keep it (written before ``searched.h5`` was): AMC's is the
+    original pruned to the recorded sizes, exactly; NetAdapt's replays each iteration's winning cut and short
+    fine-tune, on the same images with the same seeds (the same net, not bit for bit the same weights)."""
+    steps = state.data["trajectory"][1:]
+    log(f"rebuilding the searched model from its {len(steps)} recorded step(s)")
+    if settings.strategy != "netadapt":
+        sizes = {int(g): c for g, c in steps[-1]["sizes"].items()}
+        return prune_channels(model, {g: sizes[g] for g in problem.prunable}, settings.criterion)
+    for step in steps:
+        model = prune_channels(model, {step["group"]: step["kept"]}, settings.criterion)
+        _fine_tune(model, train, settings, settings.short_steps, settings.seed + step["iteration"])
+    return model
+
+
+def _final_fine_tune(student: keras.Model, teacher: keras.Model, train: ImageSet, settings: AdaptSettings) -> None:
+    """The long fine-tune at the end, distilled from the unadapted net (``teacher``) unless ``settings`` say not."""
+    distillation = Distillation(teacher, settings.distill_temperature, settings.distill_weight) \
+        if settings.distill else None
+    trainable = teacher.trainable  # the distiller freezes the teacher: the caller's model leaves as it came
+    try:
+        fit(student, train, None, _fit_settings(settings, settings.final_epochs, settings.seed + 999),
+            distill=distillation)
+    finally:
+        teacher.trainable = trainable
 
 
 def adapt(model: keras.Model, train: ImageSet, holdout: ImageSet, table: LatencyTable, settings: AdaptSettings,
@@ -143,31 +209,54 @@ def adapt(model: keras.Model, train: ImageSet, holdout: ImageSet, table: Latency
     started = time.monotonic()
     log(f"{settings.strategy}: {problem.original_ms:.3f} ms predicted now, budget {problem.target_ms:.3f} ms "
         f"({len(problem.prunable)} prunable channel groups)")
-    current = load_keras_model(state.model_path) if state.model_path.exists() else model
     if not state.data["trajectory"]:
         state.data["trajectory"].append({"iteration": 0, "predicted_ms": problem.original_ms,
                                          "holdout_accuracy": keras_accuracy(model, holdout), "sizes": problem.sizes})
         state.data.update(original_ms=problem.original_ms, target_ms=problem.target_ms, floor_ms=problem.floor_ms)
         state.save()
     run = {"netadapt": _netadapt, "amc": _amc, "amc-ddpg": _amc_ddpg}[settings.strategy]
+    key, searched = settings.final_key(), None
     if not state.data.get("searched"):
-        current = run(current, train, holdout, problem, settings, state, progress, log)
+        current = load_keras_model(state.model_path) if state.model_path.exists() else model
+        searched = run(current, train, holdout, problem, settings, state, progress, log)
+        save_keras_model(searched, state.searched_path)
         state.data["searched"] = True
-        state.save(current)
-    if not state.data["done"]:
-        log(f"final fine-tune: {settings.final_epochs} epoch(s)")
+        state.save()
+        state.model_path.unlink(missing_ok=True)
+    final = state.data["finals"].get(key)
+    if final is not None and state.final_path(key).exists():
+        current = load_keras_model(state.final_path(key))
+    else:
+        if searched is None and state.searched_path.exists():
+            searched = load_keras_model(state.searched_path)
+        elif searched is None:
+            searched = _rebuild_searched(model, train, problem, settings, state, log)
+            save_keras_model(searched, state.searched_path)
+            state.data["searched_rebuilt"] = True
+            state.save(phase="rebuild")
+        current = searched
+        log(f"final fine-tune: {settings.final_epochs} epoch(s)"
+            + (f", distilled from {model.name}" if settings.distill and settings.final_epochs else ""))
         if settings.final_epochs:
-            fit(current, train, None, _fit_settings(settings, settings.final_epochs, settings.seed + 999))
-        state.data["done"] = True
-        state.data["final_holdout_accuracy"] = keras_accuracy(current, holdout)
-        state.save(current)
+            _final_fine_tune(current, model, train, settings)
+        save_keras_model(current, state.final_path(key))
+        final = {"holdout_accuracy": keras_accuracy(current, holdout),
+                 **{name: getattr(settings, name) for name in ADAPT_FINAL_FIELDS}}
+        state.data["finals"][key] = final
+        state.save(phase=f"final_{key}")
     final_sizes = {g.id: g.size for g in channel_groups(current)}
     report = {"strategy": settings.strategy, "budget": settings.budget, "original_ms": state.data["original_ms"],
               "target_ms": state.data["target_ms"], "smallest_reachable_ms": state.data["floor_ms"],
               "predicted_ms": problem.latency.predict(final_sizes), "trajectory": state.data["trajectory"],
               "holdout_accuracy_before": state.data["trajectory"][0]["holdout_accuracy"],
-              "holdout_accuracy_after": state.data["final_holdout_accuracy"], "params_before": model.count_params(),
-              "params_after": current.count_params(), "seconds_this_run": round(time.monotonic() - started, 1),
+              "holdout_accuracy_searched": state.data["trajectory"][-1]["holdout_accuracy"],
+              "holdout_accuracy_after": final["holdout_accuracy"],
+              "final_fine_tune": {"key": key, **{name: getattr(settings, name) for name in ADAPT_FINAL_FIELDS}},
+              "params_before": model.count_params(), "params_after": current.count_params(),
+              "seconds_this_run": round(time.monotonic() - started, 1),
+              "seconds": {"search": state.data["seconds"].get("search", 0.0),
+                          "final": state.data["seconds"].get(f"final_{key}", 0.0)},
+              "searched_rebuilt": bool(state.data.get("searched_rebuilt")),
               "target": table.target, "threads": table.threads}
     if "episodes" in state.data:
         report["episodes"] = state.data["episodes"]
