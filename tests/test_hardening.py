@@ -48,7 +48,8 @@ def _marker_lambda(marker: Path):
     """A Lambda layer whose function creates ``marker`` whenever it runs (a Keras loader rebuilding it runs it)."""
     from pipeline.core.tf_env import keras
 
-    return keras.layers.Lambda(eval(f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]"))
+    # Named: Keras' automatic name ('lambda', 'lambda_1', ...) depends on what the process built before.
+    return keras.layers.Lambda(eval(f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]"), name="lambda")
 
 
 @pytest.fixture(scope="module")

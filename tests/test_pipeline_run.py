@@ -134,7 +134,7 @@ def test_a_malformed_state_file_is_one_line(tiny_run, copy_run, content, message
 
 def test_stage_verbs_work_alone_on_files(tiny_run, tmp_path):
     out, data = tiny_run["out"], tiny_run["data"]
-    res = invoke("convert", out / "qat.h5", "--mode", "qat_int8", "--representative-data", data, "--io-dtype", "int8",
+    res = invoke("convert", out / "float.h5", "--mode", "ptq_int8", "--representative-data", data, "--io-dtype", "int8",
                  "--out", tmp_path / "q.tflite", "--json")
     assert res.exit_code == 0, res.output
     model = read_model(tmp_path / "q.tflite")

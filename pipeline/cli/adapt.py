@@ -62,16 +62,19 @@ def _default(name: str):
               help="Held-out share of --data that ranks proposals and reports accuracy.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--trust-model-code", is_flag=True, help="Allow Lambda layers and custom code in the Keras file.")
+@click.option("--measure/--no-measure", default=True, show_default=True,
+              help="Convert both nets to int8 and time them here beside the prediction (when the table is this "
+                   "CPU's).")
 @json_option
 def adapt(model_path: Path, data: str, table: Path, out: Path, target: str | None, threads: int | None,
-          validation_split: float, trust_model_code: bool, as_json: bool, **settings) -> None:
+          validation_split: float, trust_model_code: bool, measure: bool, as_json: bool, **settings) -> None:
     """Prune MODEL_PATH's channels until its int8 latency on the target meets --budget."""
     from pipeline.core.fsutil import ensure_writable_dir
     from pipeline.stages.adapt import AdaptSettings, adapt_file
 
     ensure_writable_dir(out)
     result = adapt_file(model_path, data, table, AdaptSettings(**settings), out, validation_split, target, threads,
-                        trust_model_code, progress=not as_json, log=lambda line: click.echo(f"tflpipe: {line}", err=True))
+                        trust_model_code, measure, progress=not as_json, log=lambda line: click.echo(f"tflpipe: {line}", err=True))
 
     def human(d: dict) -> str:
         lines = [f"{d['model']} -> {out / 'model_adapted.h5'} ({d['strategy']}, {len(d['trajectory']) - 1} step(s))",
