@@ -144,6 +144,8 @@ def fit(model: keras.Model, train: ImageSet, val: ImageSet | None, settings: Fit
     weights, so the validation accuracy shown for the last epoch is exactly the one the report
     gives it (see :class:`_ValidationAsReported`). ``log_dir`` receives TensorBoard logs.
     """
+    if settings.epochs == 0:  # e.g. clustering or QAT wrapping without fine-tuning: nothing to train
+        return {}
     keras.utils.set_random_seed(settings.seed)
     steps = math.ceil(len(train) / settings.batch_size)
     student = model
@@ -161,7 +163,7 @@ def fit(model: keras.Model, train: ImageSet, val: ImageSet | None, settings: Fit
         verbose=1 if sys.stdout.isatty() else 2,
         callbacks=[*extra, *callbacks],
     )
-    if recalibrate and (val is None or not settings.epochs):  # otherwise the last epoch's callback did it
+    if recalibrate and val is None:  # otherwise the last epoch's callback did it
         recalibrate_batchnorm(student, train, settings)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
