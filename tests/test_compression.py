@@ -169,6 +169,7 @@ def test_bad_toolbox_settings_are_one_line(tmp_path, data, args, message):
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow  # 39 s; toolbox_run covers the same stages through `run` in the default tier
 def test_stage_verbs_distill_cluster_qat_convert_and_quant_debug(toolbox_run, tmp_path, data):
     student, clustered, qat = (tmp_path / f"{n}.h5" for n in ("student", "clustered", "qat"))
     teacher = toolbox_run["out"] / "teacher.h5"
@@ -195,8 +196,9 @@ def test_stage_verbs_distill_cluster_qat_convert_and_quant_debug(toolbox_run, tm
 def test_train_refuses_a_zoo_name_teacher_and_a_mismatched_teacher(tmp_path, data):
     result = invoke("train", *TINY_V1, "--data", data, "--epochs", 1, "--teacher", "mobilenet_v2", "--out", tmp_path / "s.h5")
     assert result.exit_code != 0 and "saved Keras model" in result.output
-    wide = tmp_path / "wide.h5"
-    json_output(invoke("train", "--model", "mobilenet_v1", "--alpha", 0.25, "--input-size", 48, "--data", data,
-                       "--epochs", 1, "--out", wide, "--json"))
+    from keras_models import build_model
+    from pipeline.core.fsutil import save_keras_model
+
+    wide = save_keras_model(build_model("mobilenet_v1", input_size=48, classes=3, alpha=0.25), tmp_path / "wide.h5")
     result = invoke("train", *TINY_V1, "--data", data, "--epochs", 1, "--teacher", wide, "--out", tmp_path / "s.h5")
     assert result.exit_code != 0 and "teacher" in result.output and "Traceback" not in result.output

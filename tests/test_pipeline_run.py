@@ -146,6 +146,7 @@ def test_stage_verbs_work_alone_on_files(tiny_run, tmp_path):
     assert res.exit_code == 0 and read_model(tmp_path / "f.tflite").input_tensors[0].dtype == "float32"
 
 
+@pytest.mark.slow  # 29 s; the run's prune and QAT stages (same functions) are in the default tier
 def test_prune_and_qat_verbs(tiny_run, tmp_path):
     # The verbs wrap the run's stage functions (trained above); a smaller net than the run's keeps their tracing short.
     from keras_models import build_model

@@ -149,6 +149,7 @@ def test_bad_input_is_one_line(tmp_path, space_file):
 RELU6_ONLY = {**SMALL, "resolutions": [32, 40], "acts": ["relu6"]}  # the session's table has no HARD_SWISH
 
 
+@pytest.mark.slow  # 19 s; the supernet's exactness stays in the default tier
 def test_gradient_search_samples_exact_subnets_and_drives_expected_latency_to_the_budget(cpu_table):
     from pipeline.latency.table import load_table
     from pipeline.search.gradient import GradientSearch
