@@ -1,5 +1,5 @@
 """Scale-out on Ray: candidate evaluations as Ray tasks, and data-parallel training with Ray Train (a Keras
-``fit``, :func:`fit_data_parallel`, and the supernet's own loop, :func:`train_supernet_data_parallel`).
+``fit``, :func:`fit_data_parallel`; the supernet's own loop is ``pipeline.search.supernet``'s).
 
 With more than one worker an embedded local Ray starts (nothing to set up); ``address`` joins a running
 cluster instead (``ray start --head`` on one machine, ``ray start --address HEAD:6379`` on the others, this
@@ -266,70 +266,3 @@ def fit_data_parallel(build: Callable[[], Any], train: ImageSet, val: ImageSet, 
     return {"accuracy": result.metrics["accuracy"], "history": result.metrics["history"], "workers": workers,
             "global_batch": scaled.batch_size, "learning_rate": scaled.learning_rate,
             "seconds": round(time.monotonic() - started_at, 1), "path": str(out)}
-
-
-def _supernet_worker(config: dict) -> None:
-    """One Ray Train worker of the supernet: threads and the strategy before any TF op, then the phases."""
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import ray
-    import ray.train
-
-    from pipeline.core.tf_env import tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(config["threads"])
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # reads TF_CONFIG, written by Ray Train
-    from pipeline.search.supernet import run_phases
-
-    state = run_phases(ray.get(config["train"]), config["space"], config["settings"], Path(config["out"]),
-                       progress=False, strategy=strategy)
-    ray.train.report({"done": state["done"]})
-
-
-def train_supernet_data_parallel(train: ImageSet, space: Any, settings: Any, out: str | Path, workers: int = 2,
-                                 address: str | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
-    """Progressive shrinking (``pipeline.search.supernet``) data-parallel over ``workers`` Ray Train workers
-    (MultiWorkerMirroredStrategy); returns the supernet's state as ``train_supernet`` does.
-
-    Every worker builds the supernet in the strategy's scope (from ``out`` where a run stopped), draws the same
-    subnets (same seeds) and runs each step on its own share of the batches; the gradients are all-reduced and
-    worker 0 saves the state after every epoch, as one process does, so a killed run resumes from its last
-    epoch. ``settings.batch_size`` is per worker (the global batch is ``workers`` times larger, with as many
-    times fewer steps) and the learning rate is scaled by ``workers``. ``out`` must be a folder every worker
-    sees (this machine's for a local Ray; a shared file system on a cluster)."""
-    import pipeline.core.tf_env  # noqa: F401 - TensorFlow with tf_keras first: Ray Train's module imports it
-
-    if workers < 1:
-        raise PipelineError("workers must be at least 1")
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
-
-    from pipeline.search.supernet import read_state
-
-    out = Path(out).resolve()
-    before = len(read_state(out).get("history", []))
-    started = connect(address, max(workers, os.cpu_count() or 1), log)
-    try:
-        cpus = max(1, int(ray.cluster_resources().get("CPU", workers)) // workers)
-        log(f"supernet: {workers} Ray Train workers of {cpus} CPU(s), {settings.batch_size} images each per step")
-        with tempfile.TemporaryDirectory() as scratch:
-            trainer = TensorflowTrainer(
-                _supernet_worker,
-                train_loop_config={"train": ray.put(train), "space": space, "settings": settings, "out": str(out),
-                                   "threads": cpus},
-                scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": cpus}),
-                run_config=RunConfig(storage_path=scratch, name=f"supernet_{os.getpid()}_{time.time_ns()}"),
-            )
-            try:
-                trainer.fit()
-            except Exception as exc:  # Ray Train wraps the worker's error; its last line says what failed
-                raise PipelineError(f"data-parallel supernet training on {workers} Ray workers failed: "
-                                    f"{str(exc).strip().splitlines()[-1][:300]}; finished epochs are kept in {out}: "
-                                    "run the same command again to resume") from None
-    finally:
-        if started:
-            ray.shutdown()
-    state = read_state(out)
-    for entry in state["history"][before:]:
-        log(f"supernet {entry['phase']} epoch {entry['epoch']}: loss {entry['loss']:.3f}")
-    return state

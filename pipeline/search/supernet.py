@@ -22,7 +22,7 @@ Every choice of a subnet is one int32 vector (:func:`encode`), so one traced gra
 trains every sampled subnet; the largest subnet's code is known while the graph is built, so its forward and
 backward pass have static shapes and no branches, and choices the space does not make (one activation, one
 resolution, ...) are fixed in the graph too. Data-parallel training over Ray Train workers:
-:func:`pipeline.search.distributed.train_supernet_data_parallel`. BatchNorm always normalizes with batch
+:func:`train_supernet_data_parallel`. BatchNorm always normalizes with batch
 statistics in the supernet (one fused op, as tf_keras trains); an extracted
 subnet (:func:`extract`) is a standalone tf_keras model of :func:`pipeline.search.space.build` whose
 moving statistics are recalibrated on training images, as OFA does, before it is evaluated.
@@ -32,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -448,7 +450,7 @@ def train_supernet(train: ImageSet, space: SearchSpace, settings: SupernetSettin
     returns the state (phases finished, losses per epoch, seconds).
 
     With ``workers`` > 1 or a ``ray_address`` the phases run data-parallel on Ray Train
-    (:func:`pipeline.search.distributed.train_supernet_data_parallel`): ``settings.batch_size`` images per worker
+    (:func:`train_supernet_data_parallel`): ``settings.batch_size`` images per worker
     and step, the learning rate scaled by the worker count; the run resumes only with the same worker count."""
     settings.check()
     space.check()
@@ -467,8 +469,6 @@ def train_supernet(train: ImageSet, space: SearchSpace, settings: SupernetSettin
                             f"{f' (trained with --workers {saved_workers})' if saved_workers != workers else ''}; "
                             "use another --out")
     if workers > 1 or ray_address is not None:
-        from pipeline.search.distributed import train_supernet_data_parallel
-
         return train_supernet_data_parallel(train, space, settings, out, workers, ray_address, log)
     return run_phases(train, space, settings, out, progress, log)
 
@@ -491,6 +491,72 @@ def run_phases(train: ImageSet, space: SearchSpace, settings: SupernetSettings, 
         optimizer = keras.optimizers.SGD(settings.learning_rate, momentum=0.9, nesterov=True)
     keras.utils.set_random_seed(settings.seed)
     return _shrink(net, optimizer, train, state, settings, out, progress, log, strategy)
+
+
+def _supernet_worker(config: dict) -> None:
+    """One Ray Train worker of the supernet: threads and the strategy before any TF op, then the phases."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import ray
+    import ray.train
+
+    from pipeline.core.tf_env import tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(config["threads"])
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # reads TF_CONFIG, written by Ray Train
+    state = run_phases(ray.get(config["train"]), config["space"], config["settings"], Path(config["out"]),
+                       progress=False, strategy=strategy)
+    ray.train.report({"done": state["done"]})
+
+
+def train_supernet_data_parallel(train: ImageSet, space: SearchSpace, settings: SupernetSettings, out: str | Path,
+                                 workers: int = 2, address: str | None = None,
+                                 log: Callable[[str], None] = lambda _: None) -> dict:
+    """Progressive shrinking data-parallel over ``workers`` Ray Train workers
+    (MultiWorkerMirroredStrategy); returns the supernet's state as ``train_supernet`` does.
+
+    Every worker builds the supernet in the strategy's scope (from ``out`` where a run stopped), draws the same
+    subnets (same seeds) and runs each step on its own share of the batches; the gradients are all-reduced and
+    worker 0 saves the state after every epoch, as one process does, so a killed run resumes from its last
+    epoch. ``settings.batch_size`` is per worker (the global batch is ``workers`` times larger, with as many
+    times fewer steps) and the learning rate is scaled by ``workers``. ``out`` must be a folder every worker
+    sees (this machine's for a local Ray; a shared file system on a cluster)."""
+    import pipeline.core.tf_env  # noqa: F401 - TensorFlow with tf_keras first: Ray Train's module imports it
+
+    if workers < 1:
+        raise PipelineError("workers must be at least 1")
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from pipeline.search.distributed import connect
+
+    out = Path(out).resolve()
+    before = len(read_state(out).get("history", []))
+    started = connect(address, max(workers, os.cpu_count() or 1), log)
+    try:
+        cpus = max(1, int(ray.cluster_resources().get("CPU", workers)) // workers)
+        log(f"supernet: {workers} Ray Train workers of {cpus} CPU(s), {settings.batch_size} images each per step")
+        with tempfile.TemporaryDirectory() as scratch:
+            trainer = TensorflowTrainer(
+                _supernet_worker,
+                train_loop_config={"train": ray.put(train), "space": space, "settings": settings, "out": str(out),
+                                   "threads": cpus},
+                scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": cpus}),
+                run_config=RunConfig(storage_path=scratch, name=f"supernet_{os.getpid()}_{time.time_ns()}"),
+            )
+            try:
+                trainer.fit()
+            except Exception as exc:  # Ray Train wraps the worker's error; its last line says what failed
+                raise PipelineError(f"data-parallel supernet training on {workers} Ray workers failed: "
+                                    f"{str(exc).strip().splitlines()[-1][:300]}; finished epochs are kept in {out}: "
+                                    "run the same command again to resume") from None
+    finally:
+        if started:
+            ray.shutdown()
+    state = read_state(out)
+    for entry in state["history"][before:]:
+        log(f"supernet {entry['phase']} epoch {entry['epoch']}: loss {entry['loss']:.3f}")
+    return state
 
 
 def _step_function(net: Supernet, optimizer, settings: SupernetSettings, image_shape: tuple[int, ...],
