@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.latency.kernels import Kernel, TensorSpec
+from pipeline.latency.kernels import QUANT, Kernel, TensorSpec
 
 MAX_MACS = 250e6  # bigger kernels cost seconds to time and no mobile net has them
 # XNNPACK's depthwise microkernels cover up to this many taps (3x3 and 5x5 unipass); a larger kernel (7x7)
@@ -78,6 +78,13 @@ def binary(op: str, shape: tuple[int, ...], other: tuple[int, ...], act: int = 0
 
 def unary(op: str, shape: tuple[int, ...]) -> Kernel:
     return Kernel(op, (_act4(shape),), (_act4(shape),))
+
+
+def clamp(op: str, shape: tuple[int, ...], quant: tuple[int, int, float, float]) -> Kernel:
+    """A quantized clamp kernel (RELU, RELU6) with its (zp_in, zp_out, scale_in / scale_out, scale_out)."""
+    zp_in, zp_out, ratio, scale_out = quant
+    return Kernel(op, (_act4(shape),), (_act4(shape),),
+                  ((QUANT, (int(zp_in), int(zp_out), round(float(ratio), 3), float(f"{scale_out:.4g}"))),))
 
 
 def mean(h: int, w: int, c: int, keepdims: bool) -> Kernel:
@@ -172,6 +179,27 @@ def _unary_sampler(op: str, se_share: float = 0.0) -> Callable[[np.random.Genera
     return sample
 
 
+def _clamp_quant(op: str, rng: np.random.Generator) -> tuple[int, int, float, float]:
+    """A clamp op's quantization as the converter calibrates it: the input spans [lo, hi] with a share ``r`` of
+    it negative (small after a concat of ReLU'd branches, up to ~0.6 after a batch norm), the output spans [0,
+    hi] (RELU6: [0, min(hi, 6)]), so zp_out is -128 and zp_in, the scale ratio and the saturated share follow.
+    One draw in seven is spread wider (any zero points, ratio 0.5-2) so the forest sees every branch mix."""
+    hi = float(np.exp(rng.uniform(np.log(1.0), np.log(24.0))))
+    r = float(rng.uniform(0, 0.15) if rng.random() < 0.4 else rng.uniform(0, 0.65))
+    span_out = min(hi, 6.0) if op == "RELU6" else hi
+    scale_in, scale_out = hi / (1 - r) / 255, span_out / 255
+    if rng.random() < 1 / 7:
+        return (int(rng.integers(-128, 128)), int(rng.choice([-128, int(rng.integers(-128, 128))])),
+                float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))), scale_out)
+    return (-128 + round(255 * r), -128, scale_in / scale_out, scale_out)
+
+
+def _clamp_sampler(op: str) -> Callable[[np.random.Generator], Kernel]:
+    def sample(rng: np.random.Generator) -> Kernel:
+        return clamp(op, _feature_map(rng), _clamp_quant(op, rng))
+    return sample
+
+
 def _sample_mean(rng: np.random.Generator) -> Kernel:
     _, s, _, c = _feature_map(rng, 56)
     return mean(s, s, c, bool(rng.random() < 0.7))
@@ -226,8 +254,8 @@ def _sample_quantize(rng: np.random.Generator) -> Kernel:
 SAMPLERS: dict[str, Callable[[np.random.Generator], Kernel]] = {
     "CONV_2D": _sample_conv, "DEPTHWISE_CONV_2D": _sample_depthwise, "FULLY_CONNECTED": _sample_dense,
     "ADD": _sample_add, "MUL": _sample_mul, "HARD_SWISH": _unary_sampler("HARD_SWISH"),
-    "LOGISTIC": _unary_sampler("LOGISTIC", se_share=0.6), "RELU": _unary_sampler("RELU"),
-    "RELU6": _unary_sampler("RELU6"), "MEAN": _sample_mean, "AVERAGE_POOL_2D": _pool_sampler("AVERAGE_POOL_2D"),
+    "LOGISTIC": _unary_sampler("LOGISTIC", se_share=0.6), "RELU": _clamp_sampler("RELU"),
+    "RELU6": _clamp_sampler("RELU6"), "MEAN": _sample_mean, "AVERAGE_POOL_2D": _pool_sampler("AVERAGE_POOL_2D"),
     "MAX_POOL_2D": _pool_sampler("MAX_POOL_2D"), "CONCATENATION": _sample_concat, "SPLIT": _sample_split,
     "RESHAPE": _sample_reshape, "PAD": _sample_pad, "SOFTMAX": _sample_softmax, "QUANTIZE": _sample_quantize,
     LARGE_DEPTHWISE: _sample_large_depthwise,
@@ -266,7 +294,8 @@ def sample(op: str, rng: np.random.Generator) -> Kernel:
 
 
 def neighbours(kernel: Kernel, rng: np.random.Generator, count: int) -> list[Kernel]:
-    """Configurations near ``kernel`` (channels and sizes moved by up to 25%), for adaptive resampling."""
+    """Configurations near ``kernel`` (channels and sizes moved by up to 25%, a clamp's input zero point by up
+    to 12 and its scale ratio by up to 5%), for adaptive resampling."""
     found = []
     for _ in range(count * 4):
         if len(found) >= count:
@@ -302,6 +331,11 @@ def _perturb(kernel: Kernel, rng: np.random.Generator) -> Kernel | None:
             other = kernel.activations[1].shape
             return binary(op, shape, (1, 1, 1, c) if other[1] == 1 else shape,
                           kernel.option("fusedActivationFunction", 0))
+        if kernel.option(QUANT) is not None:
+            zp_in, zp_out, ratio, scale_out = kernel.option(QUANT)
+            low, high = (0, 255) if kernel.activations[0].dtype == "uint8" else (-128, 127)
+            zp_in = int(np.clip(zp_in + rng.integers(-12, 13), low, high))
+            return clamp(op, shape, (zp_in, zp_out, ratio * rng.uniform(0.95, 1.05), scale_out))
         return unary(op, shape)
     if op == "MEAN":
         size = _scale(x[1], rng)

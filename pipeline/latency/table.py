@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +32,7 @@ import numpy as np
 from pipeline.core.errors import PipelineError
 from pipeline.core.fsutil import atomic_path, write_json
 from pipeline.latency import space
-from pipeline.latency.kernels import Kernel, TensorSpec, synthesize, synthesize_bundle
+from pipeline.latency.kernels import CLAMP_RANGES, QUANT, Kernel, TensorSpec, synthesize, synthesize_bundle
 from pipeline.latency.measure import Measurer
 
 FORMAT = "tflpipe-latency-table/2"  # /2: large-depthwise kernel class, cold-cache twins, cache curve
@@ -63,13 +64,14 @@ class BuildPlan:
 
 
 def as_float(kernel: Kernel) -> Kernel:
-    """The float32 twin of an int8 kernel (weights, biases and activations float; index tensors kept)."""
+    """The float32 twin of an int8 kernel (weights, biases and activations float; index tensors kept; no
+    quantization option)."""
     def convert(t: TensorSpec) -> TensorSpec:
         if t.values is not None:
             return t
         return TensorSpec(t.shape, "float32" if t.dtype in ("int8", "uint8", "int32") else t.dtype, t.constant)
     return Kernel(kernel.op, tuple(convert(t) for t in kernel.inputs), tuple(convert(t) for t in kernel.outputs),
-                  kernel.options, tuple(as_float(k) for k in kernel.fused))
+                  tuple(o for o in kernel.options if o[0] != QUANT), tuple(as_float(k) for k in kernel.fused))
 
 
 UINT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX",
@@ -78,11 +80,18 @@ UINT8_SHARE = 0.3  # of an op's int8 sample count
 
 
 def as_uint8(kernel: Kernel) -> Kernel:
-    """The TF1-style uint8 twin of an int8 kernel (uint8 activations and weights, int32 bias)."""
+    """The TF1-style uint8 twin of an int8 kernel (uint8 activations and weights, int32 bias, zero points
+    moved by 128)."""
     def convert(t: TensorSpec) -> TensorSpec:
         return TensorSpec(t.shape, "uint8", t.constant, t.values) if t.dtype == "int8" else t
+
+    def shift(option: tuple) -> tuple:
+        if option[0] != QUANT:
+            return option
+        zp_in, zp_out, *rest = option[1]
+        return (QUANT, (zp_in + 128, zp_out + 128, *rest))
     return Kernel(kernel.op, tuple(convert(t) for t in kernel.inputs), tuple(convert(t) for t in kernel.outputs),
-                  kernel.options, tuple(as_uint8(k) for k in kernel.fused))
+                  tuple(shift(o) for o in kernel.options), tuple(as_uint8(k) for k in kernel.fused))
 
 
 # --- kernel classes: where the runtime's cost regime changes -------------------------------------------------
@@ -92,7 +101,9 @@ COLD_MAX_COPIES = 400
 COLD_MAX_INVOKE_MS = 60.0  # fewer copies for kernels this slow: their weights matter less than their compute
 DEFAULT_CACHE_BYTES = 32 * 2**20  # where the measurer cannot tell (a phone over adb)
 CURVE_SHARES = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1, 3 / 2, 2)  # bundles of packed weights this share of the cache
-CURVE_BUNDLES = 3  # random bundles per share, the median kept (timings of bundles drift on a shared machine)
+CURVE_BUNDLES = 7  # random bundles per share, the median kept (a bundle takes ~0.1 s; its timing drifts on a
+# shared machine: two 3-bundle curves of one quiet run differed by 0.09 at 18 MB)
+CURVE_REPEATS = 5  # curves measured over the build (one per phase, the rest at its end), the median kept
 CURVE_MAX_WARM_MS = 1.0  # bundle members: large kernels of the sizes 32-64 px nets have
 
 
@@ -171,7 +182,8 @@ def _log(value: float) -> float:
 
 
 def features(kernel: Kernel) -> list[float]:
-    """What a kernel's time depends on, by op family (MACs, shapes, kernel size, stride, activation)."""
+    """What a kernel's time depends on, by op family (MACs, shapes, kernel size, stride, activation; a quantized
+    clamp's branch mix)."""
     acts = kernel.activations
     x = acts[0].shape if acts else (1,)
     out = kernel.outputs[0].shape
@@ -198,10 +210,44 @@ def features(kernel: Kernel) -> list[float]:
     lasts = [t.shape[-1] if t.shape else 1 for t in (*acts, *kernel.outputs)]
     # Memory-bound ops: how many contiguous rows they move and how long each is (a channel shuffle's concat
     # of (HW, C, 1) tensors copies one byte at a time, 100x slower per element than a channel concat).
-    return [_log(in_elems), _log(out_elems), float(len(acts)), float(len(kernel.outputs)), _log(x[-1]),
-            _log(out[-1]), k, stride, act, broadcast, float(len(x)), float(bool(kernel.option("keepDims", False))),
-            _log(min(lasts)), _log(max(lasts)), _log(out_elems / max(out[-1], 1)), float(min(lasts) == 1),
-            float(kernel.option("padding", 0) or 0), _log(in_elems / max(out_elems, 1) * 100)]
+    memory = [_log(in_elems), _log(out_elems), float(len(acts)), float(len(kernel.outputs)), _log(x[-1]),
+              _log(out[-1]), k, stride, act, broadcast, float(len(x)), float(bool(kernel.option("keepDims", False))),
+              _log(min(lasts)), _log(max(lasts)), _log(out_elems / max(out[-1], 1)), float(min(lasts) == 1),
+              float(kernel.option("padding", 0) or 0), _log(in_elems / max(out_elems, 1) * 100)]
+    if kernel.op in CLAMP_RANGES and kernel.outputs[0].dtype in ("int8", "uint8"):
+        return [*memory, *_clamp_features(kernel, out_elems)]
+    return memory
+
+
+CLAMP_MISPREDICT_COST = 2.6  # a (1, 14, 14, 480) int8 RELU: 0.29 ms with every input on one branch, 0.75 at 50/50
+
+
+def _clamp_features(kernel: Kernel, elements: int) -> list[float]:
+    """A clamp's branch mix and what it costs: random inputs make its branches unpredictable, so the time per
+    element grows with the share of inputs off the majority branch (``mixed``), or, seen as two compares, with
+    each compare's minority share (``mispredicted``); the log costs give the forest that product directly."""
+    low, high, passed = clamp_branches(kernel)
+    mixed = 1.0 - max(low, high, passed)
+    mispredicted = min(low, 1.0 - low) + min(high, 1.0 - high)
+    spread = 1.0 - (low ** 2 + high ** 2 + passed ** 2)
+    return [low, high, passed, mixed, mispredicted, spread, _log(elements * (1 + CLAMP_MISPREDICT_COST * mixed)),
+            _log(elements * (1 + CLAMP_MISPREDICT_COST * mispredicted))]
+
+
+def clamp_branches(kernel: Kernel) -> tuple[float, float, float]:
+    """Shares of uniformly distributed inputs a quantized clamp kernel clamps at its low bound, saturates at its
+    high bound and passes requantized, computed the way LiteRT's ReluX does it (bounds are the clamp range in
+    the output's quantization, within the type's range)."""
+    zp_in, zp_out, ratio, scale_out = kernel.quant
+    if not scale_out > 0:
+        raise ValueError(f"{kernel.op} output scale {scale_out} is not positive")
+    lowest, highest = (0, 255) if kernel.outputs[0].dtype == "uint8" else (-128, 127)
+    bottom, top = CLAMP_RANGES[kernel.op]
+    act_min = max(lowest, zp_out + round(bottom / scale_out))
+    act_max = highest if math.isinf(top) else min(highest, zp_out + round(top / scale_out))
+    values = zp_out + np.round((np.arange(lowest, highest + 1) - zp_in) * ratio)
+    low, high = float(np.mean(values < act_min)), float(np.mean(values > act_max))
+    return low, high, 1.0 - low - high
 
 
 def _tiles(pixels: int, cout: int, cin: int, taps: int) -> list[float]:
@@ -469,13 +515,14 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
             if is_large_depthwise(kernel):  # and its time inside a net whose weights overflow the cache
                 cold = as_cold(kernel)
                 rows[cold.key] = (cold, measure(cold))
-    curve = _cache_curve(list(rows.values()), measure_bundle, cache, overheads[0], seed)
+    curves = [_cache_curve(list(rows.values()), measure_bundle, cache, overheads[0], [seed, 0])]
     errors = {}
     for round_ in range(1, plan.rounds + 1):
         if time.monotonic() > deadline:
             log("time budget spent: stopping the adaptive rounds")
             break
         overheads.append(null_time(round_))
+        curves.append(_cache_curve(list(rows.values()), measure_bundle, cache, overheads[0], [seed, round_]))
         table = LatencyTable({"target": target, "threads": measurer.threads, "overhead_ms": overheads[0]},
                              list(rows.values()))
         fresh: list[tuple[Kernel, Kernel, float]] = []
@@ -498,12 +545,18 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
         share = 1 - len(bad) / max(len(fresh), 1)
         log(f"round {round_}: {share:.1%} of {len(fresh)} fresh kernels predicted within ±10%; "
             f"resampling around {len(bad)}")
-        rng = np.random.default_rng([seed, 3, round_])
+        # One stream per kernel family: a family's new samples (an extension) move no other family's neighbours.
+        streams: dict[str, np.random.Generator] = {}
         for kernel in bad:
+            name = family(kernel)
+            rng = streams.setdefault(name, np.random.default_rng([seed, 3, round_, zlib.crc32(name.encode())]))
             for near in map(convert, space.neighbours(kernel, rng, plan.neighbours)):
                 if time.monotonic() > deadline:
                     break
                 rows[near.key] = (near, measure(near))
+    while len(curves) < CURVE_REPEATS:
+        curves.append(_cache_curve(list(rows.values()), measure_bundle, cache, overheads[0], [seed, len(curves)]))
+    curve = _median_curve(curves)
     bar.close()
     meta = {"target": target, "threads": measurer.threads, "overhead_ms": float(np.median(overheads)),
             "fusions": sorted(list(pair) for pair in fusions), "measured_by": described,
@@ -536,19 +589,30 @@ def _existing_table(out: Path, meta: dict) -> LatencyTable | None:
     return existing
 
 
+def _median_curve(curves: list[list[list[float]]]) -> list[list[float]]:
+    """Point by point median of curves measured at different times of the build: how cold a net runs depends
+    on what else fills the shared cache, which drifts (plateaus of 0.49 and 0.73 minutes apart here)."""
+    curves = [c for c in curves if c]
+    if not curves:
+        return []
+    points = np.median(np.array(curves, dtype=float), axis=0)
+    return [[float(size), round(float(fraction), 4)] for size, fraction in points]
+
+
 def _cache_curve(rows: list[tuple[Kernel, float]], measure_bundle: Callable[[list[Kernel]], float], cache: int,
-                 overhead: float, seed: int) -> list[list[float]]:
+                 overhead: float, seed: list[int]) -> list[list[float]]:
     """How cold a net's large depthwise kernels run as its packed weights grow: bundles of distinct measured
     large kernels (side by side in one model, as a net's layers) whose weights total a share of the cache, each
     timed whole; the point's fraction is where the bundle falls between its kernels' warm and cold sums
-    (log scale, median of the bundles, clipped to [0, 1], made non-decreasing). Empty without enough kernels."""
+    (log scale, median of the bundles, clipped to [0, 1]), then fitted non-decreasing by isotonic regression (a
+    running maximum let one high point decide every larger size). Empty without enough kernels."""
     timings = {k.key: ms for k, ms in rows}
     pairs = [(k, ms - overhead, timings[as_cold(k).key] - overhead) for k, ms in rows
              if is_large_depthwise(k) and not is_cold(k) and as_cold(k).key in timings
              and 0 < ms - overhead <= CURVE_MAX_WARM_MS]
     if len(pairs) < 4:
         return []
-    rng = np.random.default_rng([seed, 5])
+    rng = np.random.default_rng([*seed, 5])
     points = []
     for share in CURVE_SHARES:
         sizes, fractions = [], []
@@ -564,8 +628,10 @@ def _cache_curve(rows: list[tuple[Kernel, float]], measure_bundle: Callable[[lis
             sizes.append(total)
             fractions.append(math.log(max(ms, 1e-9) / warm) / math.log(cold / warm) if cold > warm * 1.05 else 0.0)
         points.append((float(np.median(sizes)), float(np.clip(np.median(fractions), 0.0, 1.0))))
+    from sklearn.isotonic import IsotonicRegression
+
     points.sort()
-    fractions = np.maximum.accumulate([f for _, f in points])
+    fractions = IsotonicRegression(y_min=0.0, y_max=1.0).fit_transform(np.arange(len(points)), [f for _, f in points])
     return [[size, round(float(f), 4)] for (size, _), f in zip(points, fractions)]
 
 
