@@ -69,7 +69,7 @@ ROWS = {r.name: r for r in (
 )}
 # The final fine-tune of every row: distilled from the unadapted net (the stage's default). The multiplier nets
 # get its epochs too, whatever the loss.
-FINAL_EPOCHS = 3
+FINAL_EPOCHS = 3  # the final fine-tune's default length (--final-epochs)
 
 
 def _json(path: Path, compute):
@@ -162,7 +162,7 @@ def _choose_alpha(row: Row, adapted_int8: Path) -> dict:
     return {"alpha": min(ALPHAS), "latency_ratio_to_adapted": tried.get(str(min(ALPHAS))), "tried": tried}
 
 
-def run_row(row: Row, work: Path, labels_only: bool = False) -> dict:
+def run_row(row: Row, work: Path, labels_only: bool = False, final_epochs: int = FINAL_EPOCHS) -> dict:
     from pipeline.api import load_config
     from pipeline.core.data import split
     from pipeline.latency.table import load_table
@@ -179,7 +179,7 @@ def run_row(row: Row, work: Path, labels_only: bool = False) -> dict:
     _train(base, row.model, row.alpha, config.epochs, config, train, val)
     fit_part, holdout = split(train, 0.05, config.seed + 1)
     settings = AdaptSettings(budget="0.5x", strategy=row.strategy, first_step=0.05, decay=0.96, short_steps=100,
-                             finalists=3, final_epochs=FINAL_EPOCHS, learning_rate=0.01, batch_size=config.batch_size,
+                             finalists=3, final_epochs=final_epochs, learning_rate=0.01, batch_size=config.batch_size,
                              episodes=60, seed=config.seed)
 
     def finished(chosen: AdaptSettings) -> tuple[dict, Path]:
@@ -228,7 +228,8 @@ def run_row(row: Row, work: Path, labels_only: bool = False) -> dict:
     seconds = report.get("seconds", {})
     return {"row": row.name, "title": row.title, "alpha": row.alpha, "input_size": row.input_size,
             "multiplier_alpha": choice["alpha"], "multiplier_epochs": multiplier_epochs, "base_epochs": config.epochs,
-            "adapt_epochs_spent": round(spent, 2), "final_fine_tune": report.get("final_fine_tune"),
+            "adapt_epochs_spent": round(spent, 2), "adapt_epochs_final": settings.final_epochs,
+            "final_fine_tune": report.get("final_fine_tune"),
             "accuracy": accuracy, "latency_ms": latency, "predicted_ms": report["predicted_ms"],
             "search_minutes": seconds.get("search", 0.0) / 60, "final_minutes": seconds.get("final", 0.0) / 60,
             "searched_rebuilt": report.get("searched_rebuilt", False), "iterations": iterations,
@@ -255,22 +256,25 @@ def render(results: list[dict]) -> str:
              "predicted int8 latency at 1 thread (latency table of `benchmarks/latency_model.py`), against the widest "
              "width multiplier at or under the adapted net's measured latency trained from scratch for the same total "
              "epochs: its own plus every fine-tuning epoch the adaptation spent (each iteration's discarded finalists "
-             f"included) and the final fine-tune's {FINAL_EPOCHS}. The final fine-tune distils from the unadapted net "
+             "included) and the final fine-tune's (column *final ep.*). The final fine-tune distils from the unadapted "
+             "net "
              "(`tflpipe adapt --distill`, the default: T=4, 0.9 of the loss from the teacher); *labels only* is "
              "the same search's result fine-tuned from the labels alone, where it was run. All int8 by PTQ (real "
              "calibration), accuracy on the 5,000 held-out images, latency measured here alternating (1 thread). "
              "Goal (issue 15): adapted ≥ 1.0 point more accurate at equal or lower measured latency, measured within "
              "±10% of predicted, adaptation ≤ 90 min.", "",
-             "| net | steps | int8 acc. before | adapted | labels only | α multiplier (epochs) | its acc. | Δ (pt) "
+             "| net | steps | final ep. | int8 acc. before | adapted | labels only | α multiplier (epochs) | its acc. "
+             "| Δ (pt) "
              "| latency before / adapted / multiplier (ms) | adapted pred. vs meas. | adaptation (min) | goal |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     notes = []
     for r in results:
         a, t = r["accuracy"], r["latency_ms"]
         labels_only = f"{a['adapted_labels_only']:.2%}" if "adapted_labels_only" in a else "—"
         minutes = f"{r['search_minutes']:.0f} + {r['final_minutes']:.0f}"
         lines.append(
-            f"| {r['title']} | {r['iterations']} | {a['base']:.2%} | {a['adapted']:.2%} | {labels_only} | "
+            f"| {r['title']} | {r['iterations']} | {r['adapt_epochs_final']} | {a['base']:.2%} | {a['adapted']:.2%} | "
+            f"{labels_only} | "
             f"{r['multiplier_alpha']:g} ({r['multiplier_epochs']}) | {a['multiplier']:.2%} | "
             f"{100 * (a['adapted'] - a['multiplier']):+.2f} | {t['base']:.3f} / {t['adapted']:.3f} / "
             f"{t['multiplier']:.3f} | {r['predicted_ms'] / t['adapted'] - 1:+.1%} | {minutes} | {verdict(r)[1]} |")
@@ -280,11 +284,9 @@ def render(results: list[dict]) -> str:
                          "fine-tune replayed on the same images with the same seeds), and its search time is that "
                          "first run's, which included a final fine-tune from the labels.")
     lines += ["", "Adaptation minutes: search + final fine-tune. A \"missed\" goal names what failed."]
-    if any(r["input_size"] != 64 for r in results):
-        notes.append("MobileNet v2 and v3 Large run at α=0.75 and 32 px: the latency table predicts that half the "
-                     "int8 latency of α ≤ 0.5 at 64 px is out of reach of every multiplier ≥ 0.2 (v2: α=0.2 0.089 ms, "
-                     "α=0.5 0.142 ms; the 1280-wide head and per-operator costs do not shrink with α), and v2 α=0.75 "
-                     "at 64 or 48 px trains 2-3x slower than at 32 px (0.072 ms predicted, α=0.2 0.027 ms).")
+    if any(r["row"] in ("v2_netadapt", "v3large_netadapt") for r in results):
+        notes.append("MobileNet v2 and v3 Large start at α=0.75: below it, half the int8 latency is out of reach of "
+                     "every multiplier ≥ 0.2 (the 1280-wide head and per-operator costs do not shrink with α).")
     lines += [f"\n{n}" for n in notes]
     return "\n".join(lines)
 
@@ -297,6 +299,8 @@ def main() -> None:
     parser.add_argument("--labels-only", action="store_true",
                         help="also fine-tune each search's result from the labels alone (the table's labels-only "
                              "column: what distillation brings)")
+    parser.add_argument("--final-epochs", type=int, default=FINAL_EPOCHS,
+                        help="epochs of the final (distilled) fine-tune; the multiplier nets get as many more")
     args = parser.parse_args()
     names = [n for n in args.rows.split(",") if n]
     unknown = [n for n in names if n not in ROWS]
@@ -306,7 +310,7 @@ def main() -> None:
         raise SystemExit(f"run benchmarks/latency_model.py first: {TABLE} is the latency table it builds")
     results = []
     for name in names:
-        results.append(run_row(ROWS[name], args.work, args.labels_only))
+        results.append(run_row(ROWS[name], args.work, args.labels_only, args.final_epochs))
         print(json.dumps(results[-1], indent=1), flush=True)
         markdown = render(results)
         if not args.no_write:
