@@ -46,6 +46,7 @@ class Row:
     alpha: float
     strategy: str = "netadapt"
     input_size: int = 64
+    final_epochs: tuple[int, ...] = (10,)  # lengths of the (distilled) final fine-tune, one table line each
 
     @property
     def title(self) -> str:
@@ -59,17 +60,15 @@ class Row:
 
 
 ROWS = {r.name: r for r in (
-    Row("v1_netadapt", "MobileNet v1", "mobilenet_v1", 0.5),
-    Row("v1_amc_ddpg", "MobileNet v1", "mobilenet_v1", 0.5, "amc-ddpg"),
+    # MobileNet v1 shows how the final fine-tune's length moves the comparison (the multiplier gets its epochs too).
+    Row("v1_netadapt", "MobileNet v1", "mobilenet_v1", 0.5, final_epochs=(3, 10)),
+    Row("v1_amc_ddpg", "MobileNet v1", "mobilenet_v1", 0.5, "amc-ddpg", final_epochs=(3, 10)),
     # MobileNet v2 and v3 Large: below α=0.75, half the latency is out of reach of any multiplier ≥ 0.2 (the
     # 1280-wide head and per-operator costs stay). At 32 px their stride 32 leaves 1x1 maps: the v2 base reached
     # only 48.9% held-out, too low to compare at. 64 px costs ~4-5 h of CPU a row here; it resumes per epoch.
     Row("v2_netadapt", "MobileNet v2", "mobilenet_v2", 0.75),
     Row("v3large_netadapt", "MobileNet v3 Large", "mobilenet_v3_large", 0.75),
 )}
-# The final fine-tune of every row: distilled from the unadapted net (the stage's default). The multiplier nets
-# get its epochs too, whatever the loss.
-FINAL_EPOCHS = 3  # the final fine-tune's default length (--final-epochs)
 
 
 def _json(path: Path, compute):
@@ -162,7 +161,7 @@ def _choose_alpha(row: Row, adapted_int8: Path) -> dict:
     return {"alpha": min(ALPHAS), "latency_ratio_to_adapted": tried.get(str(min(ALPHAS))), "tried": tried}
 
 
-def run_row(row: Row, work: Path, labels_only: bool = False, final_epochs: int = FINAL_EPOCHS) -> dict:
+def run_row(row: Row, work: Path, final_epochs: int, labels_only: bool = False) -> dict:
     from pipeline.api import load_config
     from pipeline.core.data import split
     from pipeline.latency.table import load_table
@@ -299,8 +298,9 @@ def main() -> None:
     parser.add_argument("--labels-only", action="store_true",
                         help="also fine-tune each search's result from the labels alone (the table's labels-only "
                              "column: what distillation brings)")
-    parser.add_argument("--final-epochs", type=int, default=FINAL_EPOCHS,
-                        help="epochs of the final (distilled) fine-tune; the multiplier nets get as many more")
+    parser.add_argument("--final-epochs", help="comma-separated lengths of the final (distilled) fine-tune for every "
+                        "row, each a line of the table (default: each row's own); the multiplier nets get as many more "
+                        "epochs")
     args = parser.parse_args()
     names = [n for n in args.rows.split(",") if n]
     unknown = [n for n in names if n not in ROWS]
@@ -309,8 +309,10 @@ def main() -> None:
     if not TABLE.is_file():
         raise SystemExit(f"run benchmarks/latency_model.py first: {TABLE} is the latency table it builds")
     results = []
+    lengths = [int(n) for n in args.final_epochs.split(",") if n] if args.final_epochs else None
     for name in names:
-        results.append(run_row(ROWS[name], args.work, args.labels_only, args.final_epochs))
+        for final_epochs in lengths or ROWS[name].final_epochs:
+            results.append(run_row(ROWS[name], args.work, final_epochs, args.labels_only))
         print(json.dumps(results[-1], indent=1), flush=True)
         markdown = render(results)
         if not args.no_write:
