@@ -152,8 +152,8 @@ STABLE = 0.05  # a model is timed again while its slowest pass is this much abov
 QUIET = 0.02  # a median pass spread above this says the machine was too noisy for a ±10% verdict
 
 
-def timings(models: list[tuple[str, Path]], threads: int, work: Path) -> dict[str, float]:
-    """Median whole-model latency per file over round-robin passes, cached per pass: every model gets
+def timings(models: list[tuple[str, Path]], threads: int, work: Path) -> dict[str, list[float]]:
+    """Whole-model latencies per file, one per round-robin pass, cached per pass: every model gets
     :data:`PASSES` passes, and those whose passes still spread more than :data:`STABLE` (a neighbour on the
     shared host slowed one of them) get more, up to :data:`MAX_PASSES`."""
     from pipeline.latency.measure import LocalMeasurer
@@ -171,15 +171,14 @@ def timings(models: list[tuple[str, Path]], threads: int, work: Path) -> dict[st
             if unsettled(path, number):
                 done.setdefault(str(path), []).append(timer.time(path.read_bytes()))
         cache.write_text(json.dumps(done))
-    return {str(path): float(np.median(done[str(path)])) for _, path in models}
+    return {str(path): done[str(path)] for _, path in models}
 
 
-def spread(models: list[tuple[str, Path]], threads: int, work: Path) -> dict:
+def spread(runs: dict[str, list[float]]) -> dict:
     """How much the passes of one model disagreed: the median and 90th percentile of slowest / fastest - 1."""
-    done = json.loads((work / f"measured_t{threads}.json").read_text())
-    ratios = [max(done[str(p)]) / min(done[str(p)]) - 1 for _, p in models]
+    ratios = [max(r) / min(r) - 1 for r in runs.values()]
     return {"median": float(np.median(ratios)), "p90": float(np.percentile(ratios, 90)),
-            "passes": float(np.mean([len(done[str(p)]) for _, p in models]))}
+            "passes": float(np.mean([len(r) for r in runs.values()]))}
 
 
 def evaluate(models: list[tuple[str, Path]], table_path: Path, measured: dict[str, float]) -> list[dict]:
@@ -309,9 +308,10 @@ def main() -> None:
         cache = args.work / f"measured_t{threads}.json"
         if args.remeasure and cache.is_file():
             cache.replace(cache.with_suffix(".prev.json"))
-        measured = timings(models, threads, args.work)
+        runs = timings(models, threads, args.work)
+        measured = {path: float(np.median(r)) for path, r in runs.items()}
         results[threads] = evaluate(models, tables[threads]["path"], measured)
-        spreads[threads] = spread(models, threads, args.work)
+        spreads[threads] = spread(runs)
         if args.before and threads == args.threads[0]:
             before = evaluate(models, args.before, measured)
         s = summary(results[threads])

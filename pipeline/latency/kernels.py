@@ -193,7 +193,13 @@ def _clamp_quant(model: "schema.ModelT", op: "schema.OperatorT") -> tuple[int, i
                                                is not None and len(t.quantization.zeroPoint) else 0 for t in pair])
     if scale_out <= 0:
         return None
-    return (zp_in, zp_out, round(scale_in / scale_out, 3), float(f"{scale_out:.4g}"))
+    return quant_option(zp_in, zp_out, scale_in / scale_out, scale_out)
+
+
+def quant_option(zp_in: int, zp_out: int, ratio: float, scale_out: float) -> tuple[int, int, float, float]:
+    """The :data:`QUANT` option's value, rounded (ratio to 3 decimals, scale to 4 significant digits) so that
+    kernels read from models and sampled ones share keys."""
+    return (int(zp_in), int(zp_out), round(float(ratio), 3), float(f"{scale_out:.4g}"))
 
 
 def submodel(model: "schema.ModelT", indices: Iterable[int]) -> bytes:

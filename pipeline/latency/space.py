@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.latency.kernels import QUANT, Kernel, TensorSpec
+from pipeline.latency.kernels import QUANT, Kernel, TensorSpec, quant_option
 
 MAX_MACS = 250e6  # bigger kernels cost seconds to time and no mobile net has them
 # XNNPACK's depthwise microkernels cover up to this many taps (3x3 and 5x5 unipass); a larger kernel (7x7)
@@ -82,9 +82,7 @@ def unary(op: str, shape: tuple[int, ...]) -> Kernel:
 
 def clamp(op: str, shape: tuple[int, ...], quant: tuple[int, int, float, float]) -> Kernel:
     """A quantized clamp kernel (RELU, RELU6) with its (zp_in, zp_out, scale_in / scale_out, scale_out)."""
-    zp_in, zp_out, ratio, scale_out = quant
-    return Kernel(op, (_act4(shape),), (_act4(shape),),
-                  ((QUANT, (int(zp_in), int(zp_out), round(float(ratio), 3), float(f"{scale_out:.4g}"))),))
+    return Kernel(op, (_act4(shape),), (_act4(shape),), ((QUANT, quant_option(*quant)),))
 
 
 def mean(h: int, w: int, c: int, keepdims: bool) -> Kernel:
@@ -179,7 +177,7 @@ def _unary_sampler(op: str, se_share: float = 0.0) -> Callable[[np.random.Genera
     return sample
 
 
-def _clamp_quant(op: str, rng: np.random.Generator) -> tuple[int, int, float, float]:
+def _sample_quant(op: str, rng: np.random.Generator) -> tuple[int, int, float, float]:
     """A clamp op's quantization as the converter calibrates it: the input spans [lo, hi] with a share ``r`` of
     it negative (small after a concat of ReLU'd branches, up to ~0.6 after a batch norm), the output spans [0,
     hi] (RELU6: [0, min(hi, 6)]), so zp_out is -128 and zp_in, the scale ratio and the saturated share follow.
@@ -196,7 +194,7 @@ def _clamp_quant(op: str, rng: np.random.Generator) -> tuple[int, int, float, fl
 
 def _clamp_sampler(op: str) -> Callable[[np.random.Generator], Kernel]:
     def sample(rng: np.random.Generator) -> Kernel:
-        return clamp(op, _feature_map(rng), _clamp_quant(op, rng))
+        return clamp(op, _feature_map(rng), _sample_quant(op, rng))
     return sample
 
 
