@@ -70,15 +70,17 @@ def test_netadapt_meets_the_budget_and_resumes_without_redoing(trained, table, r
     distilled = _weights(out / "model_adapted.h5")
     searched_at = (out / "searched.h5").stat().st_mtime_ns
     # Only the final fine-tune's settings change: the search is not redone, the final fine-tune is, apart.
-    labels_only = _adapt(trained, table, run_data, out, *args, "--no-distill", "--no-measure")
+    labels_only = _adapt(trained, table, run_data, out, *args, "--no-distill", "--final-learning-rate", "0.05",
+                         "--no-measure")
     again = json_output(labels_only)
     assert "iteration 1:" not in labels_only.output and "final fine-tune: 1 epoch(s)" in labels_only.output
     assert again["final_fine_tune"]["distill"] is False and again["trajectory"] == steps
+    assert again["final_fine_tune"]["final_learning_rate"] == 0.05
     assert again["predicted_ms"] == pytest.approx(report["predicted_ms"]) and "measured_after_ms" not in again
     assert (out / "searched.h5").stat().st_mtime_ns == searched_at
     undistilled = _weights(out / "model_adapted.h5")
     assert len(undistilled) == len(distilled) and any(not np.allclose(a, b) for a, b in zip(undistilled, distilled))
-    assert set(json.loads((out / "state.json").read_text())["finals"]) == {"1ep_kd_t4_w0.9", "1ep"}
+    assert set(json.loads((out / "state.json").read_text())["finals"]) == {"1ep_kd_t4_w0.9", "1ep_lr0.05"}
     other = _adapt(trained, table, run_data, out, "--budget", "0.7x", *FAST)  # refused before any work
     assert other.exit_code == 1 and "other settings" in _error(other)
     assert json.loads((out / "report.json").read_text())["budget"] == "0.96x"  # nothing of the first run lost
@@ -168,10 +170,13 @@ def test_settings_are_checked():
         AdaptSettings(budget="0.5x", first_step=1.5).check()
     with pytest.raises(PipelineError, match="distill-weight"):
         AdaptSettings(budget="0.5x", distill_weight=1.5).check()
+    with pytest.raises(PipelineError, match="final-learning-rate"):
+        AdaptSettings(budget="0.5x", final_learning_rate=0).check()
     # Each final fine-tune is cached under its own key; without epochs, distillation changes nothing.
     assert AdaptSettings(budget="0.5x", final_epochs=3).final_key() == "3ep_kd_t4_w0.9"
     assert AdaptSettings(budget="0.5x", final_epochs=3, distill=False).final_key() == "3ep"
     assert AdaptSettings(budget="0.5x", final_epochs=0, distill_temperature=2).final_key() == "0ep"
+    assert AdaptSettings(budget="0.5x", final_epochs=3, final_learning_rate=0.03).final_key() == "3ep_kd_t4_w0.9_lr0.03"
 
 
 @pytest.mark.slow  # a whole run (train, adapt, convert, evaluate): 70 s

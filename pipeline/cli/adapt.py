@@ -43,6 +43,8 @@ def _default(name: str):
 @click.option("--episodes", type=int, default=_default("episodes"), show_default=True, help="AMC: agent evaluations.")
 @click.option("--final-epochs", type=int, default=_default("final_epochs"), show_default=True,
               help="Epochs of the final fine-tune.")
+@click.option("--final-learning-rate", type=float,
+              help="Peak learning rate of the final fine-tune (cosine-decayed); default: --learning-rate's.")
 @click.option("--distill/--no-distill", default=_default("distill"), show_default=True,
               help="Final fine-tune by knowledge distillation from the unadapted net (its softened outputs and the "
                    "labels), or from the labels alone. Changing it (or the options below, or --final-epochs) in "
@@ -85,7 +87,9 @@ def adapt(model_path: Path, data: str, table: Path, out: Path, target: str | Non
         if final["final_epochs"]:
             how = (f"distilled from the unadapted net (T={final['distill_temperature']:g}, weight "
                    f"{final['distill_weight']:g})" if final["distill"] else "from the labels alone")
-            lines.append(f"final fine-tune: {final['final_epochs']} epoch(s), {how}")
+            rate = final.get("final_learning_rate")
+            lines.append(f"final fine-tune: {final['final_epochs']} epoch(s), {how}"
+                         + (f", learning rate {rate:g}" if rate else ""))
         if "measured_after_ms" in d:
             lines.append(f"measured int8 {d['measured_before_ms']:.3f} -> {d['measured_after_ms']:.3f} ms "
                          f"(prediction {d['predicted_over_measured'] - 1:+.1%})")

@@ -103,9 +103,9 @@ def _fine_tune(model: keras.Model, train: ImageSet, settings: AdaptSettings, ste
     fit(model, train.subset(np.sort(chosen)), None, _fit_settings(settings, 1, seed))
 
 
-def _fit_settings(settings: AdaptSettings, epochs: int, seed: int) -> FitSettings:
-    return FitSettings(epochs=epochs, learning_rate=settings.learning_rate, batch_size=settings.batch_size,
-                       seed=seed, label_smoothing=0.1)
+def _fit_settings(settings: AdaptSettings, epochs: int, seed: int, learning_rate: float | None = None) -> FitSettings:
+    return FitSettings(epochs=epochs, learning_rate=learning_rate or settings.learning_rate,
+                       batch_size=settings.batch_size, seed=seed, label_smoothing=0.1)
 
 
 class _State:
@@ -184,7 +184,8 @@ def _final_fine_tune(student: keras.Model, teacher: keras.Model, train: ImageSet
         if settings.distill else None
     trainable = teacher.trainable  # the distiller freezes the teacher: the caller's model leaves as it came
     try:
-        fit(student, train, None, _fit_settings(settings, settings.final_epochs, settings.seed + 999),
+        fit(student, train, None, _fit_settings(settings, settings.final_epochs, settings.seed + 999,
+                                                settings.final_learning_rate),
             distill=distillation)
     finally:
         teacher.trainable = trainable

@@ -94,7 +94,7 @@ EXTRA_MODES = tuple(name for name, m in CONVERSION_MODES.items() if m.extra)
 
 ADAPT_STRATEGIES = ("netadapt", "amc", "amc-ddpg")
 # AdaptSettings fields read by the final fine-tune only: changing them keeps the search's cached iterations.
-ADAPT_FINAL_FIELDS = ("final_epochs", "distill", "distill_temperature", "distill_weight")
+ADAPT_FINAL_FIELDS = ("final_epochs", "final_learning_rate", "distill", "distill_temperature", "distill_weight")
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(x|ms)\s*$", re.IGNORECASE)
 
 
@@ -110,6 +110,7 @@ class AdaptSettings:
     short_steps: int = 50  # fine-tune steps of each proposal (NetAdapt) before it is measured
     finalists: int = 4  # NetAdapt: fine-tune only the proposals best before fine-tuning (0: all, as in the paper)
     final_epochs: int = 2  # the long fine-tune at the end
+    final_learning_rate: float | None = None  # the long fine-tune's peak learning rate (None: learning_rate's)
     distill: bool = True  # the final fine-tune also learns from the unadapted net's outputs (knowledge distillation)
     distill_temperature: float = 4.0  # softens both nets' class distributions (Hinton et al., 2015)
     distill_weight: float = 0.9  # share of the loss from the teacher; the rest from the labels
@@ -134,14 +135,21 @@ class AdaptSettings:
             raise PipelineError("--workers must be at least 1")
         if self.distill_temperature <= 0 or not 0 <= self.distill_weight <= 1:
             raise PipelineError("--distill-temperature must be positive and --distill-weight in [0, 1]")
+        if self.final_learning_rate is not None and self.final_learning_rate <= 0:
+            raise PipelineError("--final-learning-rate must be positive")
         if self.divisor < 1 or min(self.short_steps, self.final_epochs, self.finalists) < 0 or self.episodes < 1:
             raise PipelineError("--divisor and --episodes must be at least 1, step and epoch counts not negative")
 
     def final_key(self) -> str:
         """Names the final fine-tune's result by its settings, so that each one is cached apart."""
-        if not self.final_epochs or not self.distill:
-            return f"{self.final_epochs}ep"
-        return f"{self.final_epochs}ep_kd_t{self.distill_temperature:g}_w{self.distill_weight:g}"
+        if not self.final_epochs:
+            return "0ep"
+        key = f"{self.final_epochs}ep"
+        if self.distill:
+            key += f"_kd_t{self.distill_temperature:g}_w{self.distill_weight:g}"
+        if self.final_learning_rate is not None:  # absent, the key stays that of runs made before the option
+            key += f"_lr{self.final_learning_rate:g}"
+        return key
 
 
 def parse_budget(text: str) -> tuple[str, float]:
