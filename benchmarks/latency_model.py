@@ -272,7 +272,12 @@ def render(results: dict[int, list[dict]], tables: dict[int, dict], spreads: dic
                   "(the median of five such curves taken over the build: one curve drifts by up to 0.25 within "
                   "minutes). Standalone int8 RELU/RELU6 kernels (no fusion on this runtime) carry their "
                   "quantization: LiteRT's clamp kernel costs 0.29-0.78 ms on one 14x14x480 tensor by how many "
-                  "inputs land on each branch (shufflenet_v1 224: +21% before, within 3% after).",
+                  "inputs land on each branch (shufflenet_v1 224: +21% before, within 3% after). Every other "
+                  "kernel is timed alone with its weights warm too, and in a net pays the curve's cold share of "
+                  "its packed weights at the cost of a cold byte measured on the large kernels' warm/cold twins "
+                  "(the table's `cold_ms_per_byte`: 17.6 GB/s at 1 thread, 32.8 at 2): ResNet-50 at 128 px, "
+                  "whose kernels profiled alone sum to 10% under the whole net, went from -13.4% to -3.5%, and "
+                  "1 thread from 89.1% to 94.9% within on the same timings (2 threads: 69.6% to 63.8%).",
                   "", *comparison(first, before)]
     lines += ["", "Per model (first thread count): predicted / measured ms.", "",
               "| model | predicted | measured | error |", "|---|---:|---:|---:|"]

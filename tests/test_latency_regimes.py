@@ -83,14 +83,17 @@ def test_cold_fraction_follows_the_measured_curve():
     assert cold_fraction(CURVE, 2e6) == pytest.approx(0.5)  # log-linear between the points
 
 
-@pytest.mark.parametrize("working_set, expected", [(5e5, WARM_MS), (2e6, (WARM_MS * COLD_MS) ** 0.5),
-                                                   (8e6, COLD_MS)])
-def test_large_kernels_are_predicted_between_warm_and_cold(working_set: float, expected: float):
+@pytest.mark.parametrize("working_set, expected, fraction", [(5e5, WARM_MS, 0.0),
+                                                             (2e6, (WARM_MS * COLD_MS) ** 0.5, 0.5),
+                                                             (8e6, COLD_MS, 1.0)])
+def test_large_kernels_are_predicted_between_warm_and_cold(working_set: float, expected: float, fraction: float):
     table = made_up_table()
     large, small = space.depthwise(4, 4, 96, 7, 1), space.depthwise(4, 4, 96, 3, 1)
     predicted_large, predicted_small = table.predict_kernels([large, small], working_set=working_set)
     assert predicted_large == pytest.approx(expected, rel=0.02)
-    assert predicted_small == pytest.approx(SMALL_MS, rel=0.02)  # the fast path does not care
+    # The fast path's time does not change; only its few weights are read cold, at the measured cost of a byte.
+    cold_reads = fraction * packed_bytes(small) * table.cold_ms_per_byte
+    assert predicted_small == pytest.approx(SMALL_MS + cold_reads, rel=0.02) and cold_reads < 0.1 * SMALL_MS
 
 
 def test_the_working_set_defaults_to_the_kernels_weights():
@@ -99,6 +102,18 @@ def test_the_working_set_defaults_to_the_kernels_weights():
     many = [space.depthwise(1, 1, 960, 7, 1)] * 4  # 24.6 MB: cold
     assert table.predict_kernels(few)[0] == pytest.approx(WARM_MS, rel=0.02)
     assert table.predict_kernels(many)[0] == pytest.approx(COLD_MS, rel=0.02)
+
+
+def test_other_kernels_pay_the_measured_cost_of_their_weights_read_cold():
+    table = made_up_table()
+    median = space.depthwise(1, 1, 96, 7, 1)  # of the twins' costs per byte: 16, 96 and 384 channels
+    assert table.cold_ms_per_byte == pytest.approx((COLD_MS - WARM_MS) / packed_bytes(median))
+    small = space.depthwise(4, 4, 384, 3, 1)
+    warm, cold = (table.predict_kernels([small], working_set=w)[0] for w in (5e5, 8e6))
+    assert cold - warm == pytest.approx(packed_bytes(small) * table.cold_ms_per_byte)  # the whole cold share
+    halfway = table.predict_kernels([small], working_set=2e6)[0]
+    assert halfway - warm == pytest.approx(0.5 * (cold - warm))
+    assert made_up_table(cold=False).cold_ms_per_byte == 0.0  # no cold twins measured: no cost known
 
 
 @pytest.mark.parametrize("curve, cold", [(None, True), (CURVE, False)])
