@@ -265,12 +265,11 @@ def render(results: list[dict]) -> str:
              "width multiplier at or under the adapted net's measured latency trained from scratch for the same total "
              "epochs: its own plus every fine-tuning epoch the adaptation spent (each iteration's discarded finalists "
              "included) and the final fine-tune's (column *final ep.*). The final fine-tune distils from the "
-             "unadapted net (`tflpipe adapt --distill`, the default: T=4, 0.9 of the loss from the teacher); *labels "
-             "only* is "
-             "the same search's result fine-tuned from the labels alone, where it was run. All int8 by PTQ (real "
-             "calibration), accuracy on the 5,000 held-out images, latency measured here alternating (1 thread). "
-             "Goal (issue 15): adapted ≥ 1.0 point more accurate at equal or lower measured latency, measured within "
-             "±10% of predicted, adaptation ≤ 90 min.", "",
+             "unadapted net (`tflpipe adapt --distill`, the default: T=4, 0.9 of the loss from the teacher); "
+             "*labels only* is the same search's result fine-tuned from the labels alone, where it was run. All "
+             "int8 by PTQ (real calibration), accuracy on the 5,000 held-out images, latency measured here "
+             "alternating (1 thread). Goal (issue 15): adapted ≥ 1.0 point more accurate at equal or lower measured "
+             "latency, measured within ±10% of predicted, adaptation ≤ 90 min.", "",
              "| net | steps | final ep. | final lr (holdout) | int8 acc. before | adapted | labels only "
              "| α multiplier (epochs) | its acc. | Δ (pt) "
              "| latency before / adapted / multiplier (ms) | adapted pred. vs meas. | adaptation (min) | goal |",
@@ -280,15 +279,13 @@ def render(results: list[dict]) -> str:
         a, t = r["accuracy"], r["latency_ms"]
         labels_only = f"{a['adapted_labels_only']:.2%}" if "adapted_labels_only" in a else "—"
         minutes = f"{r['search_minutes']:.0f} + {r['final_minutes']:.0f}"
-        rates = r.get("final_learning_rates") or {"0.01": None}  # rows measured before the rate was chosen
-        chosen = r.get("final_learning_rate", 0.01)
-        tried = ", ".join(f"**{rate}**" if float(rate) == chosen else rate for rate in rates)
+        rates, chosen = r["final_learning_rates"], str(r["final_learning_rate"])
+        tried = ", ".join(f"**{rate}**" if rate == chosen else rate for rate in rates)
         if len(rates) > 1:
-            tried += f" ({rates[str(chosen)]:.1%})"
+            tried += f" ({rates[chosen]:.1%})"
         lines.append(
             f"| {r['title']} | {r['iterations']} | {r['adapt_epochs_final']} | {tried} | {a['base']:.2%} | "
-            f"{a['adapted']:.2%} | "
-            f"{labels_only} | "
+            f"{a['adapted']:.2%} | {labels_only} | "
             f"{r['multiplier_alpha']:g} ({r['multiplier_epochs']}) | {a['multiplier']:.2%} | "
             f"{100 * (a['adapted'] - a['multiplier']):+.2f} | {t['base']:.3f} / {t['adapted']:.3f} / "
             f"{t['multiplier']:.3f} | {r['predicted_ms'] / t['adapted'] - 1:+.1%} | {minutes} | {verdict(r)[1]} |")

@@ -340,8 +340,11 @@ class LatencyTable:
         by_op: dict[str, list[int]] = {}
         for i, kernel in enumerate(kernels):
             by_op.setdefault(family(kernel), []).append(i)
-        total = working_set if working_set is not None else sum(packed_bytes(k) for k in kernels)
-        fraction = cold_fraction(self.cache_curve, total)
+        fraction, curve = 0.0, self.cache_curve
+        if curve:
+            total = working_set if working_set is not None else sum(packed_bytes(k) for k in kernels)
+            fraction = cold_fraction(curve, total)
+        cold_byte_ms = fraction * self.cold_ms_per_byte if fraction > 0 else 0.0  # per packed byte, this net
         for op, indices in by_op.items():
             model = self._model(op) if op in self._families else None
             if model is None:
@@ -353,7 +356,7 @@ class LatencyTable:
             if blended and fraction > 0:
                 log_ms = (1 - fraction) * log_ms + fraction * self._model(cold_family).predict(rows)
             for i, ms in zip(indices, np.exp(log_ms)):
-                cold_reads = 0.0 if blended else fraction * packed_bytes(kernels[i]) * self.cold_ms_per_byte
+                cold_reads = 0.0 if blended or not cold_byte_ms else cold_byte_ms * packed_bytes(kernels[i])
                 result[i] = max(float(ms) - self.overhead_ms, 0.0) + cold_reads
         return result
 
