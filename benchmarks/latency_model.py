@@ -149,6 +149,7 @@ def model_set(work: Path, random_count: int, large_kernel_count: int = 0) -> lis
 PASSES = 3  # round-robin passes over the whole set, at least
 MAX_PASSES = 7  # passes a model gets while its timings disagree
 STABLE = 0.05  # a model is timed again while its slowest pass is this much above its fastest
+MOVED_SHOWN = 5  # models listed whose error changed most against the --before table
 QUIET = 0.02  # a median pass spread above this says the machine was too noisy for a ±10% verdict
 
 
@@ -209,11 +210,12 @@ def summary(rows: list[dict]) -> dict:
             "worst": max(rows, key=lambda r: abs(r["error"]))}
 
 
-def comparison(after: list[dict], before: list[dict] | None) -> list[str]:
-    """Markdown rows: share within ±10% and Spearman on all models and on the large-kernel nets, per table."""
+def comparison(after: list[dict], before: list[dict] | None, before_name: str = "before") -> list[str]:
+    """Markdown rows: share within ±10% and Spearman on all models and on the large-kernel nets, per table; then
+    the models whose error moved most between the tables."""
     lines = ["| table | models | within ±10% | Spearman | large-kernel nets | within ±10% | Spearman | "
              "RMS rel. error | worst large-kernel net |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for name, rows in (("before (no large-depthwise class)", before), ("after", after)):
+    for name, rows in ((before_name, before), ("this table", after)):
         if not rows:
             continue
         every, large = summary(rows), [r for r in rows if r["large_kernel"]]
@@ -223,11 +225,15 @@ def comparison(after: list[dict], before: list[dict] | None) -> list[str]:
         lines.append(f"| {name} | {every['n']} | {every['within']:.1%} | {every['spearman']:.4f} | {part['n']} | "
                      f"{part['within']:.1%} | {part['spearman']:.4f} | {part['rmspe']:.1%} | "
                      f"{part['worst']['label']} {part['worst']['error']:+.1%} |")
+    if before:
+        moved = sorted(zip(before, after), key=lambda pair: -abs(abs(pair[0]["error"]) - abs(pair[1]["error"])))
+        lines += ["", "Largest changes of |error| from the older table: " + ", ".join(
+            f"{b['label']} {b['error']:+.1%} → {a['error']:+.1%}" for b, a in moved[:MOVED_SHOWN]) + "."]
     return lines
 
 
 def render(results: dict[int, list[dict]], tables: dict[int, dict], spreads: dict[int, dict], elapsed_s: float,
-           before: list[dict] | None = None) -> str:
+           before: list[dict] | None = None, before_name: str = "before") -> str:
     lines = ["## Latency model: predicted vs measured int8 latency (`benchmarks/latency_model.py`)", "",
              "Tables built from synthesized single kernels only (`tflpipe latency build`, nn-Meter-style sampling and "
              "adaptive resampling); the models below were never part of them. Measured: LiteRT + XNNPACK on this "
@@ -277,8 +283,13 @@ def render(results: dict[int, list[dict]], tables: dict[int, dict], spreads: dic
                   "its packed weights at the cost of a cold byte measured on the large kernels' warm/cold twins "
                   "(the table's `cold_ms_per_byte`: 17.6 GB/s at 1 thread, 32.8 at 2): ResNet-50 at 128 px, "
                   "whose kernels profiled alone sum to 10% under the whole net, went from -13.4% to -3.5%, and "
-                  "1 thread from 89.1% to 94.9% within on the same timings (2 threads: 69.6% to 63.8%).",
-                  "", *comparison(first, before)]
+                  "1 thread from 89.1% to 94.9% within on the same timings (2 threads: 69.6% to 63.8%). "
+                  "Stems: the general sampler drew ~10 first convolutions (3 input channels) at 7x7, and the forest, "
+                  "which cannot extrapolate, predicted SqueezeNet 1.0's 7x7 stride-2 stem at 224 px at 1.67 ms "
+                  "against 2.34 profiled; the table now has a class of them (96-224 px, 3x3 to 7x7), added by "
+                  "`tflpipe latency build` on the existing table, which keeps its kernels and its cache curve and "
+                  "measures only the stems.",
+                  "", *comparison(first, before, before_name)]
     lines += ["", "Per model (first thread count): predicted / measured ms.", "",
               "| model | predicted | measured | error |", "|---|---:|---:|---:|"]
     for r in sorted(first, key=lambda r: -abs(r["error"])):
@@ -322,7 +333,8 @@ def main() -> None:
         s = summary(results[threads])
         print(f"{threads} thread(s): {s['within']:.1%} of {s['n']} within ±10%, Spearman {s['spearman']:.4f}, "
               f"RMSE {s['rmse_ms']:.3f} ms", flush=True)
-    markdown = render(results, tables, spreads, time.time() - start, before)
+    markdown = render(results, tables, spreads, time.time() - start, before,
+                      f"older table ({args.before.name})" if args.before else "before")
     print(markdown)
     if not args.no_write:
         write_section("latency_model", markdown)

@@ -163,6 +163,14 @@ def test_synthesized_kernels_run_in_litert_int8_float_and_uint8(op: str):
                 assert {t.dtype for t in variant.activations} == {dtype}
 
 
+def test_stem_class_draws_first_convolutions_that_train_the_conv_model():
+    rng = np.random.default_rng(5)
+    stems = [space.sample(space.STEM_CONV, rng) for _ in range(40)]
+    assert {k.activations[0].shape[-1] for k in stems} == {3}
+    assert min(k.activations[0].shape[1] for k in stems) >= 96
+    assert {k.inputs[1].shape[1] for k in stems} == {3, 5, 7} and {family(k) for k in stems} == {"CONV_2D"}
+
+
 def test_float_and_uint8_twins_convert_every_tensor_but_the_index_ones():
     kernel = space.split((1, 8, 8, 32), 4)
     floated = as_float(kernel)

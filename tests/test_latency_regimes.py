@@ -153,6 +153,25 @@ def test_extending_a_table_measures_only_the_kernels_it_lacks(tmp_path: Path):
     assert extended.cache_curve and all(fraction == 0.0 for _, fraction in extended.cache_curve)
 
 
+def test_an_extension_keeps_every_kernel_and_the_curve_its_large_kernels_gave(tmp_path: Path):
+    out = tmp_path / "t.json"
+    build_table(SizeMeasurer(), "cpu-int8", out, PLAN, ops=["ADD", space.LARGE_DEPTHWISE], progress=False)
+    built = load_table(out)
+    odd = space.binary("ADD", (1, 3, 5, 7), (1, 3, 5, 7))  # as if an adaptive round had drawn it
+    marked = [[123.0, 0.25], [456.0, 0.5]]  # no measurement gives these sizes
+    LatencyTable(built.meta | {"cache_curve": marked}, [*built.rows, (odd, 0.5)]).save(out)
+    second = SizeMeasurer()
+    extended = build_table(second, "cpu-int8", out, PLAN, ops=["ADD", space.LARGE_DEPTHWISE, space.STEM_CONV],
+                           progress=False)
+    assert odd.key in {k.key for k, _ in extended.rows} and extended.cache_curve == marked
+    assert any(k.activations[0].shape[-1] == 3 and k.op == "CONV_2D" for k, _ in extended.rows)
+    # The same extension of a table without a curve measures one: dozens of bundles more.
+    LatencyTable(built.meta | {"cache_curve": []}, built.rows).save(out)
+    third = SizeMeasurer()
+    build_table(third, "cpu-int8", out, PLAN, ops=["ADD", space.LARGE_DEPTHWISE, space.STEM_CONV], progress=False)
+    assert len(third.timed) >= len(second.timed) + 20
+
+
 def test_extending_a_table_of_another_thread_count_is_one_line(tmp_path: Path):
     out = tmp_path / "t.json"
     build_table(SizeMeasurer(threads=2), "cpu-int8", out, PLAN, ops=["ADD"], progress=False)

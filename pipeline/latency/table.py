@@ -518,7 +518,19 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
 
     overheads.append(null_time(0))
     fusions = _detect_fusions(lambda k: measure(convert(k)), plan, seed, overheads[0])
-    rows: dict[str, tuple[Kernel, float]] = {}
+    # An extension keeps every kernel the table had, those its adaptive rounds would not draw again included.
+    rows: dict[str, tuple[Kernel, float]] = {kernel.key: (kernel, ms) for kernel, ms in existing.rows} \
+        if existing else {}
+    kept_curve = existing.cache_curve if existing else []
+    large_before = _large_keys(rows.values())
+
+    def curve_now(round_: int) -> list[list[float]]:
+        """A fresh curve, unless the table's own still holds: its large kernels are all there is to bundle, and
+        measuring it again would only swap in the drift of the moment (two builds' plateaus: 0.61, 0.57)."""
+        if kept_curve and _large_keys(rows.values()) == large_before:
+            return []
+        return _cache_curve(list(rows.values()), measure_bundle, cache, overheads[0], [seed, round_])
+
     weights = {op: space.WEIGHTS.get(op, space.EXTRA_WEIGHTS.get(op, 1.0)) for op in ops}
     # Extra kernel classes do not shrink the ops' shares: extending a table with them keeps its kernels.
     total = sum(weights[op] for op in ops if op not in space.EXTRA_WEIGHTS) or sum(weights.values())
@@ -534,14 +546,14 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
             if is_large_depthwise(kernel):  # and its time inside a net whose weights overflow the cache
                 cold = as_cold(kernel)
                 rows[cold.key] = (cold, measure(cold))
-    curves = [_cache_curve(list(rows.values()), measure_bundle, cache, overheads[0], [seed, 0])]
+    curves = [curve_now(0)]
     errors = {}
     for round_ in range(1, plan.rounds + 1):
         if time.monotonic() > deadline:
             log("time budget spent: stopping the adaptive rounds")
             break
         overheads.append(null_time(round_))
-        curves.append(_cache_curve(list(rows.values()), measure_bundle, cache, overheads[0], [seed, round_]))
+        curves.append(curve_now(round_))
         table = LatencyTable({"target": target, "threads": measurer.threads, "overhead_ms": overheads[0]},
                              list(rows.values()))
         fresh: list[tuple[Kernel, Kernel, float]] = []
@@ -573,9 +585,14 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
                 if time.monotonic() > deadline:
                     break
                 rows[near.key] = (near, measure(near))
-    while len(curves) < CURVE_REPEATS:
-        curves.append(_cache_curve(list(rows.values()), measure_bundle, cache, overheads[0], [seed, len(curves)]))
-    curve = _median_curve(curves)
+    if kept_curve and _large_keys(rows.values()) == large_before:
+        curve = kept_curve
+    else:
+        measured, next_seed = [c for c in curves if c], len(curves)
+        while len(measured) < CURVE_REPEATS:
+            measured.append(_cache_curve(list(rows.values()), measure_bundle, cache, overheads[0], [seed, next_seed]))
+            next_seed += 1
+        curve = _median_curve(measured)
     bar.close()
     meta = {"target": target, "threads": measurer.threads, "overhead_ms": float(np.median(overheads)),
             "fusions": sorted(list(pair) for pair in fusions), "measured_by": described,
@@ -606,6 +623,10 @@ def _existing_table(out: Path, meta: dict) -> LatencyTable | None:
         raise PipelineError(f"{out} is a table of {found['target']} kernels on {found['device']} at "
                             f"{found['threads']} thread(s); choose another --out or remove it to build this one")
     return existing
+
+
+def _large_keys(rows: Iterable[tuple[Kernel, float]]) -> set[str]:
+    return {kernel.key for kernel, _ in rows if is_large_depthwise(kernel)}
 
 
 def _median_curve(curves: list[list[list[float]]]) -> list[list[float]]:
