@@ -2,18 +2,19 @@
 
 Steps, each cached under ``--work`` so the benchmark resumes where it stopped across sessions:
 
-1. data: the CIFAR-10 training split at 32 px (CIFAR's own size) split once with a fixed seed into
+1. data: the CIFAR-10 training split at the config's input size (64 px) split once with a fixed seed into
    training and held-out images (every accuracy in the tables is on the held-out ones), and the training
    part again into the supernet's images and a search-validation set that scores candidates;
-2. space check: MobileNet v2's point of the space at 32 px measured with 7x7 kernels, hard-swish and
+2. space check: MobileNet v2's point of the space measured with 7x7 kernels, hard-swish and
    squeeze-excite, to show what the benchmark's space leaves out and why;
 3. budgets: MobileNet v2's predicted int8 latency (the search's latency table) at three widths;
-4. one Once-for-All supernet trained on the training images (``train_supernet``);
+4. one Once-for-All supernet trained on the training images (``train_supernet``), its largest net checked after
+   its own phase (the benchmark stops if it is too weak to rank candidates);
 5. a search per strategy and budget (hard budget: nets predicted over it are not scored), candidates
    scored with inherited supernet weights (``SupernetScore``), each net scored once across every study;
 6. the pooled searched front (every scored candidate, inherited accuracy vs predicted latency) gives one
    net per budget: the most accurate one predicted at or under it;
-7. zoo nets (``--zoo``) at 32 px trained with the final-training epochs, PTQ int8;
+7. zoo nets (``--zoo``) at the same input size trained with the final-training epochs, PTQ int8;
 8. each picked net trained from scratch with the same epochs, and fine-tuned briefly from the supernet;
 9. every int8 file timed in one pass, alternating rounds, 1 thread; goals, plots, BENCHMARKS.md.
 
@@ -43,7 +44,6 @@ from benchmarks.cifar10 import extract  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "configs" / "cifar10.yaml"  # training settings shared with the other benchmarks
 TABLE = ROOT / "runs" / "bench_latency" / "table_cpu-int8_t1.json"
-SIZE = 32
 HELDOUT_FRACTION, SEED = 0.1, 0
 SEARCH_HOURS_GOAL = 3.0
 GAIN_GOAL, FINETUNE_GOAL = 0.015, 0.015  # 1.5 points each
@@ -71,25 +71,31 @@ class Config:
     finetune_learning_rate: float = 0.01
     gradient_steps: int = 30
     latency_rounds: int = 7
+    input_size: int = 32  # px: CIFAR's images are upscaled to it (every net, zoo and searched, alike)
+    min_largest_accuracy: float = 0.0  # the supernet's largest net must reach this after its phase (search-val)
 
 
 FULL_ZOO = (("mobilenet_v2", 0.5), ("mobilenet_v2", 0.75), ("mobilenet_v2", 1.0),
             ("mobilenet_v2", 1.4), ("mnasnet_b1", 0.5), ("mnasnet_b1", 0.75), ("mnasnet_b1", 1.0),
             ("mobilenet_v3_small", 0.75), ("mobilenet_v3_small", 1.0), ("mobilenet_v3_large", 0.35),
             ("mobilenet_v3_large", 0.5), ("efficientnet_lite0", None))
-# The issue's space at CIFAR's 32 px without 7x7 kernels and hard-swish (step 2 measures why).
-FULL_SPACE = {"resolutions": (SIZE,), "kernels": (3, 5), "expansions": (3, 4, 6), "depths": (1, 2, 3, 4),
-              "widths": (0.5, 0.75, 1.0, 1.25), "se": (False, True), "acts": ("relu6",)}
+# The issue's space without 7x7 kernels and hard-swish (step 2 measures why).
+# Depth 4 (MobileNet v2's fourth stage) and width 1.25 left out for the time goal: MobileNet v2 is near the space.
+FULL_SPACE = {"resolutions": (64,), "kernels": (3, 5), "expansions": (3, 4, 6), "depths": (1, 2, 3),
+              "widths": (0.5, 0.75, 1.0), "se": (False, True), "acts": ("relu6",)}
 CONFIGS = {
     # Sized from `--estimate` (timed steps, CPU time / 2): on 2 dedicated cores a supernet epoch of the 42,750
-    # images takes about 245 s (largest), 700 s (kernel), 540 s (depth) and 450 s (width) at batch 64 with 2
-    # subnets, so these epochs are about 1.35 h; the 15 studies are capped at 1 h: about 2.4 h of search in all.
-    "full": Config("full", None, None, 0.05, FULL_SPACE, FULL_ZOO, supernet_epochs=(6, 2, 2, 2), supernet_batch=64,
-                   supernet_subnets=2, evaluations=40,
-                   search_minutes=4.0, recalibration_images=2000, final_epochs=10, finetune_epochs=2),
+    # images at 64 px takes about 300 s (largest), 520 s (kernel), 370 s (depth) and 360 s (width) at batch 64
+    # with 1 subnet beside the largest (depth 4 doubled the largest's epoch: 530 s), so these epochs are about
+    # 1.9 h; the 15 studies are capped at 45 min: about 2.6 h of search in all. At 32 px (session 6) ImageNet's
+    # stride 32 left 1x1 maps and the supernet's largest net reached 21% after 6 epochs.
+    "full": Config("full", None, None, 0.05, FULL_SPACE, FULL_ZOO,
+                   supernet_epochs=(10, 3, 3, 3), supernet_batch=64, supernet_subnets=1, evaluations=40,
+                   search_minutes=3.0, recalibration_images=2000, final_epochs=10, finetune_epochs=2, input_size=64,
+                   min_largest_accuracy=0.6),
     "smoke": Config("smoke", 1500, 500, 0.1,
-                    {**FULL_SPACE, "kernels": (3, 5), "expansions": (3, 6), "depths": (1, 2), "widths": (0.5, 1.0),
-                     "se": (False,)},
+                    {**FULL_SPACE, "resolutions": (32,), "kernels": (3, 5), "expansions": (3, 6), "depths": (1, 2),
+                     "widths": (0.5, 1.0), "se": (False,)},
                     (("mobilenet_v2", 0.75), ("mobilenet_v2", 1.0), ("mnasnet_b1", 0.75),
                      ("mobilenet_v3_small", 0.75), ("efficientnet_lite0", None)),
                     supernet_epochs=(1, 1, 1, 1), supernet_batch=64,
@@ -192,10 +198,10 @@ class Data:
 def load_data(config: Config, work: Path, steps: Steps) -> Data:
     from pipeline.core.data import ImageSet, load_dataset, split
 
-    cache = work.parent / f"cifar10_{SIZE}.npz"  # shared by the configs
+    cache = work.parent / f"cifar10_{config.input_size}.npz"  # shared by the configs
     if not cache.is_file():
         started = steps.start()
-        full = load_dataset(extract(), SIZE, progress=True)
+        full = load_dataset(extract(), config.input_size, progress=True)
         cache.parent.mkdir(parents=True, exist_ok=True)
         with open(cache, "wb") as f:
             np.savez(f, images=full.images, labels=full.labels, class_names=np.asarray(full.class_names))
@@ -237,17 +243,17 @@ def measure_alternating(files: dict[str, bytes], rounds: int) -> dict[str, float
 
 
 def space_check(config: Config) -> dict:
-    """MobileNet v2's point of the space at 32 px, and the same net with every kernel 7x7, with hard-swish,
+    """MobileNet v2's point at the input size, and the same net with every kernel 7x7, with hard-swish,
     with squeeze-excite: measured and predicted int8 latency, to show why the space leaves the first two out."""
     from pipeline.core.keras_convert import full_int8_flatbuffer
     from pipeline.latency.predict import predict_flatbuffer
     from pipeline.latency.table import load_table
     from pipeline.search.space import ZOO_POINTS, Arch, Block, Stage, build
 
-    base = replace(ZOO_POINTS["mobilenet_v2"], resolution=SIZE)
+    base = replace(ZOO_POINTS["mobilenet_v2"], resolution=config.input_size)
 
     def variant(kernel: int | None = None, act: str | None = None, se: bool | None = None) -> Arch:
-        return Arch(SIZE, tuple(Stage(s.width, s.se if se is None else se, act or s.act,
+        return Arch(config.input_size, tuple(Stage(s.width, s.se if se is None else se, act or s.act,
                                       tuple(Block(kernel or b.kernel, b.expansion) for b in s.blocks))
                                 for s in base.stages))
 
@@ -270,7 +276,7 @@ def budgets(config: Config) -> list[dict]:
 
     table = load_table(TABLE)
     return [{"alpha": alpha, "predicted_ms": predict_flatbuffer(
-        full_int8_flatbuffer(build_model("mobilenet_v2", SIZE, classes=10, alpha=alpha)), table).latency_ms}
+        full_int8_flatbuffer(build_model("mobilenet_v2", config.input_size, classes=10, alpha=alpha)), table).latency_ms}
         for alpha in config.budget_alphas]
 
 
@@ -302,7 +308,7 @@ def estimate_supernet(config: Config, images: int, timed_steps: int = 4) -> dict
     net = Supernet(space, 10)
     optimizer = keras.optimizers.SGD(settings.learning_rate, momentum=0.9, nesterov=True)
     rng = np.random.default_rng(SEED)
-    batch = tf.constant(rng.uniform(-1, 1, (settings.batch_size, SIZE, SIZE, 3)), tf.float32)
+    batch = tf.constant(rng.uniform(-1, 1, (settings.batch_size, config.input_size, config.input_size, 3)), tf.float32)
     labels = tf.one_hot(rng.integers(0, 10, settings.batch_size), 10)
     steps_per_epoch = -(-images // settings.batch_size)
     functions, phases = {}, {}
@@ -311,13 +317,13 @@ def estimate_supernet(config: Config, images: int, timed_steps: int = 4) -> dict
             continue
         subnets = 0 if phase == "largest" else settings.subnets
         if subnets not in functions:
-            functions[subnets] = _step_function(net, optimizer, settings, (SIZE, SIZE, 3), subnets)
+            functions[subnets] = _step_function(net, optimizer, settings, (config.input_size, config.input_size, 3), subnets)
         step = functions[subnets]
 
         def run() -> float:
             codes = [net.encode(net.sample(phase, rng)) for _ in range(subnets)]
             codes = np.stack(codes) if codes else np.zeros((0, net.code_length), np.int32)
-            return float(step(batch, labels, tf.constant(SIZE), codes, tf.constant(0.01)))
+            return float(step(batch, labels, tf.constant(config.input_size), codes, tf.constant(0.01)))
 
         run()  # traces the graph (once per subnet count) and warms up
         wall, cpu = time.perf_counter(), cpu_seconds()
@@ -334,15 +340,34 @@ def estimate_supernet(config: Config, images: int, timed_steps: int = 4) -> dict
 
 
 def run_supernet(config: Config, data: Data, work: Path, steps: Steps) -> dict:
+    """The supernet, its largest net checked after its own phase: a supernet whose largest net cannot learn the
+    data cannot rank candidates, so the benchmark stops there rather than spend the shrinking phases on it."""
     from pipeline.search.space import SearchSpace
-    from pipeline.search.supernet import read_state, train_supernet
+    from pipeline.search.supernet import load_supernet, read_state, subnet_accuracy, train_supernet
 
-    started, before = steps.start(), read_state(work / "supernet").get("history", [])
-    state = train_supernet(data.supernet, SearchSpace(**config.space), supernet_settings(config), work / "supernet",
-                           log=lambda line: print(f"  {line}", flush=True))
-    if state["history"] != before:  # a finished supernet, only loaded, books nothing
-        steps.stop("supernet", started)
-    return state
+    space, folder = SearchSpace(**config.space), work / "supernet"
+
+    def train(until: str | None = None) -> dict:
+        started, before = steps.start(), read_state(folder).get("history", [])
+        state = train_supernet(data.supernet, space, supernet_settings(config), folder, until=until,
+                               log=lambda line: print(f"  {line}", flush=True))
+        if state["history"] != before:  # a finished phase, only loaded, books nothing
+            steps.stop("supernet", started)
+        return state
+
+    train(until="largest")
+
+    def largest_check() -> dict:
+        net, _ = load_supernet(folder)
+        return {"accuracy": subnet_accuracy(net, space.largest(), data.supernet, data.search_val)}
+
+    check = steps.json(work / "largest_check.json", "supernet", largest_check)
+    print(f"supernet: largest net {check['accuracy']:.1%} on the search-validation images", flush=True)
+    if check["accuracy"] < config.min_largest_accuracy:
+        raise SystemExit(f"the supernet's largest net scores {check['accuracy']:.1%} on the search-validation images "
+                         f"after its phase, under the {config.min_largest_accuracy:.0%} this config needs to rank "
+                         "candidates: give it more epochs or another input size (a new --work folder)")
+    return {**train(), "largest_check": check}
 
 
 def run_searches(config: Config, data: Data, budget_list: list[dict], work: Path, steps: Steps) -> dict:
@@ -462,7 +487,7 @@ def train_zoo(config: Config, data: Data, work: Path, steps: Steps) -> list[dict
             keras.backend.clear_session()
             started = time.perf_counter()
             knobs = {} if alpha is None else {"alpha": alpha}
-            model = build_model(family, SIZE, classes=len(data.train.class_names), **knobs)
+            model = build_model(family, config.input_size, classes=len(data.train.class_names), **knobs)
             fit(model, data.train, None, settings)
             return {"family": family, "alpha": alpha, **trained_result(folder, model, data, started)}
 
@@ -609,7 +634,7 @@ def plot_front(config: Config, zoo: list[dict], rows: list[dict], pool: list[dic
             left.axvline(r["limit_ms"], color="grey", linestyle=":", linewidth=1)
     left.set_xlabel("measured int8 latency, 1 thread (ms)")
     left.set_ylabel("held-out int8 accuracy (%)")
-    left.set_title(f"CIFAR-10 at {SIZE} px, {epochs(config.final_epochs)} each ({config.name} config)")
+    left.set_title(f"CIFAR-10 at {config.input_size} px, {epochs(config.final_epochs)} each ({config.name} config)")
     left.legend(fontsize=7)
     right.scatter([t["predicted_ms"] for t in pool], [100 * t["accuracy"] for t in pool], s=10, color="grey",
                   alpha=0.5, label="scored candidates (all studies)")
@@ -676,8 +701,9 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
         lines += ["**Smoke config (`--smoke`): a CI-sized run that exercises every step; its numbers are not evidence "
                   "for the goals. The full config (`python benchmarks/search.py`) replaces this section.**", ""]
     lines += [
-        f"CIFAR-10 at {SIZE} px (the images' own size: the search's time budget on 2 cores leaves no room for 4x the "
-        f"pixels). {len(data.train)} training images ({len(data.supernet)} for the supernet, {len(data.search_val)} to "
+        f"CIFAR-10 at {config.input_size} px (32 px images upscaled{'' if config.input_size > 32 else ': none'}; "
+        "at 32 px ImageNet's stride 32 leaves 1x1 maps, where every net, zoo or searched, stays weak). "
+        f"{len(data.train)} training images ({len(data.supernet)} for the supernet, {len(data.search_val)} to "
         f"score candidates), {len(data.heldout)} held-out images carved from the training split with seed {SEED}: every "
         "accuracy below is int8 (PTQ, 500 real calibration images) on the held-out images unless it says otherwise. "
         f"Zoo nets and the searched nets train {epochs(config.final_epochs)} with `benchmarks/configs/cifar10.yaml`'s "
@@ -685,9 +711,9 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
         f"{config.latency_rounds} alternating rounds. The machine is shared (another benchmark trains on both cores): "
         "latencies are paired within the pass; times are given as wall-clock under that load and as CPU time / 2 "
         "(the time on 2 dedicated cores kept busy).", "",
-        f"Search space: resolution {SIZE}, kernels {list(space['kernels'])}, expansions {list(space['expansions'])}, "
+        f"Search space: resolution {config.input_size}, kernels {list(space['kernels'])}, expansions {list(space['expansions'])}, "
         f"depths {list(space['depths'])}, widths {list(space['widths'])}, squeeze-excite {list(space['se'])}, "
-        f"activations {list(space['acts'])}. The issue's space also has 7x7 kernels and hard-swish; at {SIZE} px they "
+        f"activations {list(space['acts'])}. The issue's space also has 7x7 kernels and hard-swish; at {config.input_size} px they "
         "cost (MobileNet v2's point, int8, 1 thread):", "",
         "| net | measured (ms) | vs MobileNet v2 point | predicted (ms) |", "|---|---:|---:|---:|"]
     base = checks["MobileNet v2 point"]["measured_ms"]
@@ -705,7 +731,9 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
               f"Supernet: progressive shrinking, epochs per phase {list(config.supernet_epochs)} "
               f"(largest, kernel, depth, width), batch {config.supernet_batch}, {config.supernet_subnets} sampled "
               f"subnet(s) per step beside the largest, {steps.cpu.get('supernet', 0.0) / 120:.1f} min (CPU / 2; "
-              f"{steps.wall.get('supernet', 0.0) / 60:.1f} min wall). Searches: "
+              f"{steps.wall.get('supernet', 0.0) / 60:.1f} min wall); its largest net scored "
+              f"{supernet['largest_check']['accuracy']:.1%} on the search-validation images after its own phase "
+              "(BatchNorm recalibrated; checked before the shrinking phases). Searches: "
               f"{', '.join(strategies())}, each at each budget, up to {config.evaluations} scored candidates or "
               f"{config.search_minutes:g} min per study, candidates scored with inherited weights (BatchNorm "
               f"recalibrated on batches of {config.recalibration_images} training images), each net scored once across studies.", "",

@@ -61,6 +61,26 @@ def test_subnets_compute_what_their_extracted_models_compute():
         net.encode(SearchSpace().largest())
 
 
+def test_training_until_a_phase_stops_after_it_and_an_unknown_phase_is_one_line(tmp_path, space_file):
+    data = write_image_folder(tmp_path / "data", classes=2, per_class=16, size=32)
+    report = json_output(invoke("supernet", "train", "--data", data, "--space", space_file, "--out", tmp_path / "net",
+                                "--epochs", "1,1,1,0", "--batch-size", 32, "--subnets", 1, "--until", "largest",
+                                "--json"))
+    assert report["phases"] == {"largest": 1} and [h["phase"] for h in report["history"]] == ["largest"]
+    from pipeline.core.data import load_dataset
+
+    images = load_dataset(str(data), 32, progress=False)
+    settings = SupernetSettings(epochs=(1, 1, 1, 0), batch_size=32, subnets=1, seed=0)
+    space = SearchSpace.from_json(TINY)
+    state = train_supernet(images, space, settings, tmp_path / "net", progress=False, until="largest")
+    assert state["done"] == {"largest": 1}  # a finished phase trains nothing more
+    with pytest.raises(PipelineError, match="unknown supernet phase 'widest'") as caught:
+        train_supernet(images, space, settings, tmp_path / "net", until="widest")
+    assert "\n" not in str(caught.value)
+    refused = invoke("supernet", "train", "--data", data, "--out", tmp_path / "other", "--until", "widest")
+    assert refused.exit_code == 2 and "widest" in refused.output
+
+
 @pytest.mark.slow  # trains a supernet twice (kill + resume) and extracts a subnet: 13-35 s here
 def test_supernet_trains_resumes_after_a_kill_and_its_subnet_goes_on(tmp_path, space_file):
     data = write_image_folder(tmp_path / "data", classes=3, per_class=30, size=32)

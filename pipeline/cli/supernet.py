@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli.common import emit, field_default, json_option
+from pipeline.search.options import PHASES
 
 
 @click.group()
@@ -42,9 +43,12 @@ def _default(name: str):
                    "--batch-size is per worker. A run resumes only with the same count.")
 @click.option("--ray-address", help="Join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto) for the workers; "
                                     "--out must be a folder every node sees.")
+@click.option("--until", type=click.Choice(PHASES),
+              help="Stop after this phase (e.g. check the largest net before the shrinking phases); the same "
+                   "command without it goes on from there.")
 @json_option
 def train(data, out, space_file, epochs, learning_rate, batch_size, subnets, validation_split, seed, workers,
-          ray_address, as_json) -> None:
+          ray_address, until, as_json) -> None:
     """Train the supernet by progressive shrinking, then score its largest and smallest subnets."""
     from pipeline.cli.search import _datasets
     from pipeline.core.errors import PipelineError
@@ -67,7 +71,7 @@ def train(data, out, space_file, epochs, learning_rate, batch_size, subnets, val
     datasets = _datasets(data, validation_split, seed, not as_json)
     state = train_supernet(datasets(max(space.resolutions))[0], space, settings, out, progress=not as_json,
                            log=lambda line: click.echo(f"tflpipe: {line}", err=True), workers=workers,
-                           ray_address=ray_address)
+                           ray_address=ray_address, until=until)
     from pipeline.search.supernet import load_supernet
 
     net, _ = load_supernet(out)

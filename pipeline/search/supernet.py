@@ -445,9 +445,11 @@ def _header(train: ImageSet, space: SearchSpace, settings: SupernetSettings, wor
 
 def train_supernet(train: ImageSet, space: SearchSpace, settings: SupernetSettings, out: str | Path,
                    progress: bool = True, log: Callable[[str], None] = lambda _: None, workers: int = 1,
-                   ray_address: str | None = None) -> dict:
+                   ray_address: str | None = None, until: str | None = None) -> dict:
     """Progressive shrinking on ``train`` (images at the space's largest resolution), resumable per epoch;
-    returns the state (phases finished, losses per epoch, seconds).
+    returns the state (phases finished, losses per epoch, seconds). With ``until`` (a phase) training stops
+    after that phase, so the caller can check the largest net before paying for the shrinking; the same call
+    without it goes on from there.
 
     With ``workers`` > 1 or a ``ray_address`` the phases run data-parallel on Ray Train
     (:func:`train_supernet_data_parallel`): ``settings.batch_size`` images per worker
@@ -456,6 +458,8 @@ def train_supernet(train: ImageSet, space: SearchSpace, settings: SupernetSettin
     space.check()
     if workers < 1:
         raise PipelineError("--workers must be at least 1")
+    if until is not None and until not in PHASES:
+        raise PipelineError(f"unknown supernet phase {until!r}; choose one of {', '.join(PHASES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if train.images.shape[1] != max(space.resolutions):
@@ -469,12 +473,12 @@ def train_supernet(train: ImageSet, space: SearchSpace, settings: SupernetSettin
                             f"{f' (trained with --workers {saved_workers})' if saved_workers != workers else ''}; "
                             "use another --out")
     if workers > 1 or ray_address is not None:
-        return train_supernet_data_parallel(train, space, settings, out, workers, ray_address, log)
-    return run_phases(train, space, settings, out, progress, log)
+        return train_supernet_data_parallel(train, space, settings, out, workers, ray_address, log, until)
+    return run_phases(train, space, settings, out, progress, log, until=until)
 
 
 def run_phases(train: ImageSet, space: SearchSpace, settings: SupernetSettings, out: Path, progress: bool = True,
-               log: Callable[[str], None] = lambda _: None, strategy=None) -> dict:
+               log: Callable[[str], None] = lambda _: None, strategy=None, until: str | None = None) -> dict:
     """The supernet built (or loaded from ``out``) and its unfinished phases trained, in this process; with a
     ``strategy`` (``MultiWorkerMirroredStrategy``, one replica per worker) as one of its workers: variables
     created in its scope, gradients all-reduced, only the chief (worker 0) saving and logging."""
@@ -490,7 +494,7 @@ def run_phases(train: ImageSet, space: SearchSpace, settings: SupernetSettings, 
     with scope():
         optimizer = keras.optimizers.SGD(settings.learning_rate, momentum=0.9, nesterov=True)
     keras.utils.set_random_seed(settings.seed)
-    return _shrink(net, optimizer, train, state, settings, out, progress, log, strategy)
+    return _shrink(net, optimizer, train, state, settings, out, progress, log, strategy, until)
 
 
 def _supernet_worker(config: dict) -> None:
@@ -504,13 +508,13 @@ def _supernet_worker(config: dict) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(config["threads"])
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # reads TF_CONFIG, written by Ray Train
     state = run_phases(ray.get(config["train"]), config["space"], config["settings"], Path(config["out"]),
-                       progress=False, strategy=strategy)
+                       progress=False, strategy=strategy, until=config["until"])
     ray.train.report({"done": state["done"]})
 
 
 def train_supernet_data_parallel(train: ImageSet, space: SearchSpace, settings: SupernetSettings, out: str | Path,
                                  workers: int = 2, address: str | None = None,
-                                 log: Callable[[str], None] = lambda _: None) -> dict:
+                                 log: Callable[[str], None] = lambda _: None, until: str | None = None) -> dict:
     """Progressive shrinking data-parallel over ``workers`` Ray Train workers
     (MultiWorkerMirroredStrategy); returns the supernet's state as ``train_supernet`` does.
 
@@ -540,7 +544,7 @@ def train_supernet_data_parallel(train: ImageSet, space: SearchSpace, settings: 
             trainer = TensorflowTrainer(
                 _supernet_worker,
                 train_loop_config={"train": ray.put(train), "space": space, "settings": settings, "out": str(out),
-                                   "threads": cpus},
+                                   "threads": cpus, "until": until},
                 scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": cpus}),
                 run_config=RunConfig(storage_path=scratch, name=f"supernet_{os.getpid()}_{time.time_ns()}"),
             )
@@ -608,8 +612,9 @@ def _step_function(net: Supernet, optimizer, settings: SupernetSettings, image_s
 
 
 def _shrink(net: Supernet, optimizer, train: ImageSet, state: dict, settings: SupernetSettings, out: Path,
-            progress: bool, log: Callable[[str], None], strategy=None) -> dict:
-    """The phases of progressive shrinking not finished yet, saved after every epoch (by the chief)."""
+            progress: bool, log: Callable[[str], None], strategy=None, until: str | None = None) -> dict:
+    """The phases of progressive shrinking not finished yet (up to ``until``), saved after every epoch (by the
+    chief)."""
     from tqdm import tqdm
 
     from pipeline.stages.train import make_dataset
@@ -631,7 +636,8 @@ def _shrink(net: Supernet, optimizer, train: ImageSet, state: dict, settings: Su
     step_functions: dict[int, Callable] = {}  # one traced graph per subnet count, shared by the phases
     started = time.monotonic()
     writer = None  # created with the first epoch trained (a finished supernet leaves no empty log behind)
-    for phase, epochs in zip(PHASES, settings.epochs):
+    phases = PHASES[:PHASES.index(until) + 1] if until else PHASES
+    for phase, epochs in zip(phases, settings.epochs):
         done = int(state["done"].get(phase, 0))
         if done >= epochs:
             continue
