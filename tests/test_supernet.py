@@ -12,7 +12,8 @@ import pytest
 from pipeline.core.errors import PipelineError
 from pipeline.core.tf_env import tf
 from pipeline.search.space import SearchSpace
-from pipeline.search.supernet import Supernet, SupernetSettings, extract, load_supernet, train_supernet
+from pipeline.search.supernet import (Supernet, SupernetSettings, extract, load_supernet, phase_rate,
+                                      train_supernet)
 from tests.helpers import invoke, json_output, write_image_folder
 
 TINY = {"name": "tiny", "resolutions": [32], "kernels": [3, 5], "expansions": [3], "depths": [1], "widths": [0.5],
@@ -59,6 +60,13 @@ def test_subnets_compute_what_their_extracted_models_compute():
     assert np.all(np.diff(order) <= 1e-6)  # most important expansion channel first
     with pytest.raises(PipelineError, match="not in the supernet's search space"):
         net.encode(SearchSpace().largest())
+
+
+def test_phase_rate_warms_up_linearly_then_decays_by_cosine():
+    assert phase_rate(0, 100, 20) == pytest.approx(0.1) and phase_rate(10, 100, 20) == pytest.approx(0.55)
+    assert phase_rate(20, 100, 20) == pytest.approx(1.0) and phase_rate(60, 100, 20) == pytest.approx(0.5)
+    assert phase_rate(0, 100) == pytest.approx(1.0) and phase_rate(50, 100) == pytest.approx(0.5)
+    assert phase_rate(99, 100, 20) < 0.01
 
 
 def test_training_until_a_phase_stops_after_it_and_an_unknown_phase_is_one_line(tmp_path, space_file):
