@@ -281,9 +281,12 @@ def budgets(config: Config) -> list[dict]:
     from pipeline.latency.table import load_table
 
     table = load_table(TABLE)
-    return [{"alpha": alpha, "predicted_ms": predict_flatbuffer(
-        full_int8_flatbuffer(build_model("mobilenet_v2", config.input_size, classes=10, alpha=alpha)), table).latency_ms}
-        for alpha in config.budget_alphas]
+
+    def predicted(alpha: float) -> float:
+        net = build_model("mobilenet_v2", config.input_size, classes=10, alpha=alpha)
+        return predict_flatbuffer(full_int8_flatbuffer(net), table).latency_ms
+
+    return [{"alpha": alpha, "predicted_ms": predicted(alpha)} for alpha in config.budget_alphas]
 
 
 # --- search ------------------------------------------------------------------------------------------------
@@ -315,7 +318,8 @@ def estimate_supernet(config: Config, images: int, timed_steps: int = 4) -> dict
     net = Supernet(space, 10)
     optimizer = keras.optimizers.SGD(settings.learning_rate, momentum=0.9, nesterov=True)
     rng = np.random.default_rng(SEED)
-    batch = tf.constant(rng.uniform(-1, 1, (settings.batch_size, config.input_size, config.input_size, 3)), tf.float32)
+    size = config.input_size
+    batch = tf.constant(rng.uniform(-1, 1, (settings.batch_size, size, size, 3)), tf.float32)
     labels = tf.one_hot(rng.integers(0, 10, settings.batch_size), 10)
     steps_per_epoch = -(-images // settings.batch_size)
     functions, phases = {}, {}
@@ -324,13 +328,13 @@ def estimate_supernet(config: Config, images: int, timed_steps: int = 4) -> dict
             continue
         subnets = 0 if phase == "largest" else settings.subnets
         if subnets not in functions:
-            functions[subnets] = _step_function(net, optimizer, settings, (config.input_size, config.input_size, 3), subnets)
+            functions[subnets] = _step_function(net, optimizer, settings, (size, size, 3), subnets)
         step = functions[subnets]
 
         def run() -> float:
             codes = [net.encode(net.sample(phase, rng)) for _ in range(subnets)]
             codes = np.stack(codes) if codes else np.zeros((0, net.code_length), np.int32)
-            return float(step(batch, labels, tf.constant(config.input_size), codes, tf.constant(0.01)))
+            return float(step(batch, labels, tf.constant(size), codes, tf.constant(0.01)))
 
         run()  # traces the graph (once per subnet count) and warms up
         wall, cpu = time.perf_counter(), cpu_seconds()
@@ -725,9 +729,11 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
         f"{config.latency_rounds} alternating rounds. The machine is shared (another benchmark trains on both cores): "
         "latencies are paired within the pass; times are given as wall-clock under that load and as CPU time / 2 "
         "(the time on 2 dedicated cores kept busy).", "",
-        f"Search space: resolution {config.input_size}, kernels {list(space['kernels'])}, expansions {list(space['expansions'])}, "
+        f"Search space: resolution {config.input_size}, kernels {list(space['kernels'])}, "
+        f"expansions {list(space['expansions'])}, "
         f"depths {list(space['depths'])}, widths {list(space['widths'])}, squeeze-excite {list(space['se'])}, "
-        f"activations {list(space['acts'])}. The issue's space also has 7x7 kernels and hard-swish; at {config.input_size} px they "
+        f"activations {list(space['acts'])}. The issue's space also has 7x7 kernels and hard-swish; at "
+        f"{config.input_size} px they "
         "cost (MobileNet v2's point, int8, 1 thread):", "",
         "| net | measured (ms) | vs MobileNet v2 point | predicted (ms) |", "|---|---:|---:|---:|"]
     base = checks["MobileNet v2 point"]["measured_ms"]
