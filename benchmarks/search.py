@@ -487,6 +487,16 @@ def trained_result(folder: Path, model, data: Data, started: float) -> dict:
         "accuracy"], "int8": str(path.relative_to(folder.parent.parent)), "minutes": (time.perf_counter() - started) / 60}
 
 
+def fit_resumably(model, data: Data, config: Config, folder: Path) -> None:
+    """The final-training recipe on the training images, resumable per epoch: a net takes 20+ minutes at 64 px, and
+    Keras' BackupAndRestore (weights, optimizer step, epoch; emptied when done) keeps a killed run's epochs."""
+    from pipeline.core.tf_env import keras
+    from pipeline.stages.train import fit
+
+    fit(model, data.train, None, fit_settings(config),
+        callbacks=[keras.callbacks.BackupAndRestore(str(folder.with_name(folder.name + ".backup")))])
+
+
 def zoo_net(config: Config, data: Data, work: Path, steps: Steps, family: str, alpha: float | None) -> dict:
     """One zoo net trained on the training images with the final-training epochs, int8, scored (cached)."""
     title = f"{family}" + ("" if alpha is None else f"_{alpha:g}")
@@ -495,13 +505,12 @@ def zoo_net(config: Config, data: Data, work: Path, steps: Steps, family: str, a
     def compute() -> dict:
         from keras_models import build_model
         from pipeline.core.tf_env import keras
-        from pipeline.stages.train import fit
 
         keras.backend.clear_session()
         started = time.perf_counter()
         knobs = {} if alpha is None else {"alpha": alpha}
         model = build_model(family, config.input_size, classes=len(data.train.class_names), **knobs)
-        fit(model, data.train, None, fit_settings(config))
+        fit_resumably(model, data, config, folder)
         return {"family": family, "alpha": alpha, **trained_result(folder, model, data, started)}
 
     print(f"zoo: {title}", flush=True)
@@ -519,9 +528,7 @@ def train_finals(config: Config, data: Data, picks: list[dict | None], work: Pat
     from pipeline.core.tf_env import keras
     from pipeline.search.space import Arch, build
     from pipeline.search.supernet import extract_subnet, load_supernet
-    from pipeline.stages.train import fit
 
-    settings = fit_settings(config)
     rows = []
     for chosen in picks:
         if chosen is None:
@@ -534,7 +541,7 @@ def train_finals(config: Config, data: Data, picks: list[dict | None], work: Pat
             keras.backend.clear_session()
             started = time.perf_counter()
             model = build(arch, len(data.train.class_names))
-            fit(model, data.train, None, settings)
+            fit_resumably(model, data, config, work / "finals" / f"{tag}_scratch")
             return trained_result(work / "finals" / f"{tag}_scratch", model, data, started)
 
         def finetuned(arch=arch, tag=tag) -> dict:
