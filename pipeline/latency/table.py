@@ -524,10 +524,13 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
     kept_curve = existing.cache_curve if existing else []
     large_before = _large_keys(rows.values())
 
+    def curve_holds() -> bool:
+        """The table's own curve still holds: its large kernels are all there is to bundle, and measuring it again
+        would only swap in the drift of the moment (two builds' plateaus: 0.61, 0.57)."""
+        return bool(kept_curve) and _large_keys(rows.values()) == large_before
+
     def curve_now(round_: int) -> list[list[float]]:
-        """A fresh curve, unless the table's own still holds: its large kernels are all there is to bundle, and
-        measuring it again would only swap in the drift of the moment (two builds' plateaus: 0.61, 0.57)."""
-        if kept_curve and _large_keys(rows.values()) == large_before:
+        if curve_holds():
             return []
         return _cache_curve(list(rows.values()), measure_bundle, cache, overheads[0], [seed, round_])
 
@@ -585,7 +588,7 @@ def build_table(measurer: Measurer, target: str, out: str | Path, plan: BuildPla
                 if time.monotonic() > deadline:
                     break
                 rows[near.key] = (near, measure(near))
-    if kept_curve and _large_keys(rows.values()) == large_before:
+    if curve_holds():
         curve = kept_curve
     else:
         measured, next_seed = [c for c in curves if c], len(curves)
