@@ -69,19 +69,33 @@ def test_phase_rate_warms_up_linearly_then_decays_by_cosine():
     assert phase_rate(99, 100, 20) < 0.01
 
 
-def test_training_until_a_phase_stops_after_it_and_an_unknown_phase_is_one_line(tmp_path, space_file):
+def _optimizer_steps(folder: Path) -> int:
+    with np.load(folder / "supernet.npz") as saved:
+        return int(saved["optimizer/0"])  # the optimizer's first variable: its step count
+
+
+def test_training_until_a_phase_stops_after_it_and_resumes_with_its_optimizer(tmp_path, space_file):
     data = write_image_folder(tmp_path / "data", classes=2, per_class=16, size=32)
-    report = json_output(invoke("supernet", "train", "--data", data, "--space", space_file, "--out", tmp_path / "net",
-                                "--epochs", "1,1,1,0", "--batch-size", 32, "--subnets", 1, "--until", "largest",
-                                "--json"))
-    assert report["phases"] == {"largest": 1} and [h["phase"] for h in report["history"]] == ["largest"]
     from pipeline.core.data import load_dataset
 
     images = load_dataset(str(data), 32, progress=False)
-    settings = SupernetSettings(epochs=(1, 1, 1, 0), batch_size=32, subnets=1, seed=0)
+    settings = SupernetSettings(epochs=(2, 1, 1, 0), batch_size=32, subnets=1, seed=0)
     space = SearchSpace.from_json(TINY)
+
+    def killed(line: str) -> None:
+        raise KeyboardInterrupt  # a kill right after the first epoch (one step) was saved
+
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(images, space, settings, tmp_path / "net", progress=False, log=killed)
+    assert _optimizer_steps(tmp_path / "net") == 1
+    report = json_output(invoke("supernet", "train", "--data", data, "--space", space_file, "--out", tmp_path / "net",
+                                "--epochs", "2,1,1,0", "--batch-size", 32, "--subnets", 1, "--until", "largest",
+                                "--json"))
+    assert report["phases"] == {"largest": 2} and [h["phase"] for h in report["history"]] == ["largest"] * 2
+    # The resumed run went on with the saved momentum and step count, not a fresh optimizer.
+    assert _optimizer_steps(tmp_path / "net") == 2
     state = train_supernet(images, space, settings, tmp_path / "net", progress=False, until="largest")
-    assert state["done"] == {"largest": 1}  # a finished phase trains nothing more
+    assert state["done"] == {"largest": 2}  # a finished phase trains nothing more
     with pytest.raises(PipelineError, match="unknown supernet phase 'widest'") as caught:
         train_supernet(images, space, settings, tmp_path / "net", until="widest")
     assert "\n" not in str(caught.value)

@@ -35,6 +35,10 @@ def _default(name: str):
               help="Images per step (per worker with --workers).")
 @click.option("--subnets", type=click.IntRange(0), default=_default("subnets"), show_default=True,
               help="Sampled subnets distilled from the largest at each step (sandwich rule).")
+@click.option("--weight-decay", type=float, default=_default("weight_decay"), show_default=True,
+              help="Decoupled weight decay (each step the weights lose rate x decay of themselves).")
+@click.option("--label-smoothing", type=float, default=_default("label_smoothing"), show_default=True,
+              help="Label smoothing of the largest net's loss (the subnets learn from its predictions).")
 @click.option("--validation-split", type=float, default=0.1, show_default=True,
               help="Held-out share of --data (the same split `tflpipe search` uses).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
@@ -47,8 +51,8 @@ def _default(name: str):
               help="Stop after this phase (e.g. check the largest net before the shrinking phases); the same "
                    "command without it goes on from there.")
 @json_option
-def train(data, out, space_file, epochs, learning_rate, batch_size, subnets, validation_split, seed, workers,
-          ray_address, until, as_json) -> None:
+def train(data, out, space_file, epochs, learning_rate, batch_size, subnets, weight_decay, label_smoothing,
+          validation_split, seed, workers, ray_address, until, as_json) -> None:
     """Train the supernet by progressive shrinking, then score its largest and smallest subnets."""
     from pipeline.cli.search import _datasets
     from pipeline.core.errors import PipelineError
@@ -67,7 +71,7 @@ def train(data, out, space_file, epochs, learning_rate, batch_size, subnets, val
 
         check_reachable(ray_address)
     space = SearchSpace.from_file(space_file)
-    settings = SupernetSettings(phases, learning_rate, batch_size, subnets, seed=seed).check()
+    settings = SupernetSettings(phases, learning_rate, batch_size, subnets, weight_decay, label_smoothing, seed).check()
     datasets = _datasets(data, validation_split, seed, not as_json)
     state = train_supernet(datasets(max(space.resolutions))[0], space, settings, out, progress=not as_json,
                            log=lambda line: click.echo(f"tflpipe: {line}", err=True), workers=workers,

@@ -60,6 +60,7 @@ from pipeline.search.space import (
 )
 
 WEIGHTS_FILE, STATE_FILE = "supernet.npz", "supernet.json"
+OPTIMIZER_PREFIX = "optimizer/"  # keys of the optimizer's state in WEIGHTS_FILE
 _EPS = 1e-3  # the zoo's BatchNorm epsilon
 
 
@@ -405,11 +406,25 @@ def read_state(out: Path) -> dict:
         raise PipelineError(f"{path} is damaged; remove it (and {WEIGHTS_FILE}) to train the supernet anew") from None
 
 
-def _save(net: Supernet, out: Path, state: dict) -> None:
+def _save(net: Supernet, out: Path, state: dict, optimizer=None) -> None:
+    """The weights with the optimizer's state (its step count and momentum, under ``optimizer/``), so that a
+    resumed run goes on with them, then the state that marks the epoch done."""
+    slots = {f"{OPTIMIZER_PREFIX}{i}": v.numpy() for i, v in enumerate(optimizer.variables if optimizer else ())}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **net.get_weights())
+            np.savez(f, **net.get_weights(), **slots)
     write_json(out / STATE_FILE, state)
+
+
+def _restore_optimizer(optimizer, out: Path) -> None:
+    """The saved optimizer state back into a built optimizer (a supernet saved before it was kept restarts its
+    momentum)."""
+    names = [f"{OPTIMIZER_PREFIX}{i}" for i in range(len(optimizer.variables))]
+    with np.load(out / WEIGHTS_FILE, allow_pickle=False) as saved:
+        slots = [saved[name] for name in names if name in saved.files]
+    if len(slots) == len(names) and all(s.shape == tuple(v.shape) for s, v in zip(slots, optimizer.variables)):
+        for variable, value in zip(optimizer.variables, slots):
+            variable.assign(value)
 
 
 def load_supernet(folder: str | Path, scope: Callable[[], ContextManager] = contextlib.nullcontext
@@ -427,7 +442,7 @@ def load_supernet(folder: str | Path, scope: Callable[[], ContextManager] = cont
                             "anew in another folder") from None
     try:
         with np.load(out / WEIGHTS_FILE, allow_pickle=False) as saved:
-            weights = {name: saved[name] for name in saved.files}
+            weights = {name: saved[name] for name in saved.files if not name.startswith(OPTIMIZER_PREFIX)}
     except (OSError, ValueError) as exc:
         raise PipelineError(f"{out / WEIGHTS_FILE} is not a supernet weights file ({type(exc).__name__})") from None
     with scope():
@@ -492,7 +507,15 @@ def run_phases(train: ImageSet, space: SearchSpace, settings: SupernetSettings, 
             net = Supernet(space, len(train.class_names), settings.seed)
         state = {**_header(train, space, settings, workers), "done": {}, "history": [], "seconds": 0.0}
     with scope():
-        optimizer = keras.optimizers.SGD(settings.learning_rate, momentum=0.9, nesterov=True)
+        # Decoupled weight decay, as the zoo nets train (`pipeline.stages.train`): an L2 term in the loss would be
+        # amplified ~10x by the momentum.
+        optimizer = keras.optimizers.SGD(settings.learning_rate, momentum=0.9, nesterov=True,
+                                         weight_decay=settings.weight_decay or None)
+        # Every variable gets its optimizer slots now: the largest net alone leaves the kernel transforms without
+        # gradients, and an optimizer built on the first step's gradients would refuse them in the next phase.
+        optimizer.build(list(net.vars.values()))
+    if state["history"]:
+        _restore_optimizer(optimizer, out)
     keras.utils.set_random_seed(settings.seed)
     return _shrink(net, optimizer, train, state, settings, out, progress, log, strategy, until)
 
@@ -575,10 +598,6 @@ def _step_function(net: Supernet, optimizer, settings: SupernetSettings, image_s
     # no branches, and it runs at the speed of the extracted tf_keras model. Leave Grappler on (TF's default):
     # measured here, it makes the largest net's step 1.4x and the sandwich step 1.1x faster than with it off.
     largest = list(net.encode(net.space.largest()))[1:]
-    # Every variable gets its optimizer slots now: the largest net alone leaves the kernel transforms without
-    # gradients, and an optimizer built on the first step's gradients would refuse them in the next phase.
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        optimizer.build(variables)
 
     def replica_step(images, labels, resolution, codes):
         with tf.GradientTape() as tape:
@@ -588,10 +607,8 @@ def _step_function(net: Supernet, optimizer, settings: SupernetSettings, image_s
             teacher = tf.stop_gradient(tf.nn.softmax(logits))
             for i in range(subnets):
                 loss += tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(teacher, net(images, codes[i]))) / subnets
-            decay = tf.add_n([tf.reduce_sum(v ** 2) for v in variables if "kernel" in v.name])
-            # Inside the tape, or nothing is differentiated; divided by the workers, as apply_gradients sums
-            # their gradients.
-            total = (loss + settings.weight_decay * decay) / workers
+            # Divided by the workers, as apply_gradients sums their gradients.
+            total = loss / workers
         grads = tape.gradient(total, variables)
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         return loss / workers
@@ -688,7 +705,7 @@ def _shrink(net: Supernet, optimizer, train: ImageSet, state: dict, settings: Su
                 writer = writer or tf.summary.create_file_writer(str(out / "logs"))
                 with writer.as_default():
                     tf.summary.scalar(f"loss/{phase}", np.mean(losses), step=epoch + 1)
-                _save(net, out, state)
+                _save(net, out, state, optimizer)
                 log(f"supernet {phase} epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.3f}")
         bar.close()
     return state
