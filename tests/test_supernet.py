@@ -74,7 +74,7 @@ def _optimizer_steps(folder: Path) -> int:
         return int(saved["optimizer/0"])  # the optimizer's first variable: its step count
 
 
-def test_training_until_a_phase_stops_after_it_and_resumes_with_its_optimizer(tmp_path, space_file):
+def test_training_until_a_phase_stops_after_it_resumes_with_its_optimizer_and_a_bad_phase_is_one_line(tmp_path, space_file):
     data = write_image_folder(tmp_path / "data", classes=2, per_class=16, size=32)
     from pipeline.core.data import load_dataset
 
@@ -152,6 +152,10 @@ def test_bad_input_is_one_line(tmp_path, space_file):
          "needs 4 non-negative numbers"),
         (["train", "--data", data, "--out", tmp_path / "a", "--space", space_file, "--epochs", "x"],
          "must be four integers"),
+        (["train", "--data", data, "--out", tmp_path / "a", "--space", space_file, "--weight-decay", "-1"],
+         "--weight-decay must be ≥ 0"),
+        (["train", "--data", data, "--out", tmp_path / "a", "--space", space_file, "--label-smoothing", "1"],
+         "--label-smoothing in [0, 1)"),
         (["extract", tmp_path / "nothing", "--arch", "largest", "--data", data, "--out", tmp_path / "e"],
          "holds no supernet"),
     ]
