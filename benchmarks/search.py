@@ -308,15 +308,15 @@ def estimate_supernet(config: Config, images: int, timed_steps: int = 4) -> dict
     """The supernet's time for ``config`` projected from timed training steps (random images: a step's cost does
     not depend on pixel values), per phase with subnets sampled as that phase samples them: wall-clock and CPU
     seconds / 2 per step, per epoch and in all. A first call per graph (tracing) is excluded."""
-    from pipeline.core.tf_env import keras, tf
+    from pipeline.core.tf_env import tf
     from pipeline.search.options import PHASES
     from pipeline.search.space import SearchSpace
-    from pipeline.search.supernet import Supernet, _step_function
+    from pipeline.search.supernet import Supernet, _step_function, make_optimizer
 
     settings = supernet_settings(config)
     space = SearchSpace(**config.space)
     net = Supernet(space, 10)
-    optimizer = keras.optimizers.SGD(settings.learning_rate, momentum=0.9, nesterov=True)
+    optimizer = make_optimizer(net, settings)
     rng = np.random.default_rng(SEED)
     size = config.input_size
     batch = tf.constant(rng.uniform(-1, 1, (settings.batch_size, size, size, 3)), tf.float32)

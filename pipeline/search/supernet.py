@@ -506,6 +506,16 @@ def run_phases(train: ImageSet, space: SearchSpace, settings: SupernetSettings, 
         with scope():
             net = Supernet(space, len(train.class_names), settings.seed)
         state = {**_header(train, space, settings, workers), "done": {}, "history": [], "seconds": 0.0}
+    optimizer = make_optimizer(net, settings, scope)
+    if state["history"]:
+        _restore_optimizer(optimizer, out)
+    keras.utils.set_random_seed(settings.seed)
+    return _shrink(net, optimizer, train, state, settings, out, progress, log, strategy, until)
+
+
+def make_optimizer(net: Supernet, settings: SupernetSettings,
+                   scope: Callable[[], ContextManager] = contextlib.nullcontext):
+    """The supernet's SGD, built for every one of its variables (in ``scope``, a distribution strategy's)."""
     with scope():
         # Decoupled weight decay, as the zoo nets train (`pipeline.stages.train`): an L2 term in the loss would be
         # amplified ~10x by the momentum.
@@ -514,10 +524,7 @@ def run_phases(train: ImageSet, space: SearchSpace, settings: SupernetSettings, 
         # Every variable gets its optimizer slots now: the largest net alone leaves the kernel transforms without
         # gradients, and an optimizer built on the first step's gradients would refuse them in the next phase.
         optimizer.build(list(net.vars.values()))
-    if state["history"]:
-        _restore_optimizer(optimizer, out)
-    keras.utils.set_random_seed(settings.seed)
-    return _shrink(net, optimizer, train, state, settings, out, progress, log, strategy, until)
+    return optimizer
 
 
 def _supernet_worker(config: dict) -> None:
