@@ -12,8 +12,7 @@ import pytest
 from pipeline.core.errors import PipelineError
 from pipeline.core.tf_env import tf
 from pipeline.search.space import SearchSpace
-from pipeline.search.supernet import (Supernet, SupernetSettings, extract, load_supernet, phase_rate,
-                                      train_supernet)
+from pipeline.search.supernet import Supernet, SupernetSettings, extract, load_supernet, phase_rate, train_supernet
 from tests.helpers import invoke, json_output, write_image_folder
 
 TINY = {"name": "tiny", "resolutions": [32], "kernels": [3, 5], "expansions": [3], "depths": [1], "widths": [0.5],
@@ -74,7 +73,7 @@ def _optimizer_steps(folder: Path) -> int:
         return int(saved["optimizer/0"])  # the optimizer's first variable: its step count
 
 
-def test_training_until_a_phase_stops_after_it_resumes_with_its_optimizer_and_a_bad_phase_is_one_line(tmp_path, space_file):
+def test_training_until_a_phase_stops_after_it_resumes_with_its_optimizer_until_done_and_a_bad_phase_is_one_line(tmp_path, space_file):
     data = write_image_folder(tmp_path / "data", classes=2, per_class=16, size=32)
     from pipeline.core.data import load_dataset
 
@@ -101,6 +100,10 @@ def test_training_until_a_phase_stops_after_it_resumes_with_its_optimizer_and_a_
     assert "\n" not in str(caught.value)
     refused = invoke("supernet", "train", "--data", data, "--out", tmp_path / "other", "--until", "widest")
     assert refused.exit_code == 2 and "widest" in refused.output
+    finished = train_supernet(images, space, settings, tmp_path / "net", progress=False)
+    assert finished["done"] == {"largest": 2, "kernel": 1, "depth": 1}
+    with np.load(tmp_path / "net" / "supernet.npz") as saved:  # nothing resumes a finished supernet
+        assert saved.files and not [name for name in saved.files if name.startswith("optimizer/")]
 
 
 @pytest.mark.slow  # trains a supernet twice (kill + resume) and extracts a subnet: 13-35 s here

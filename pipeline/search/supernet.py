@@ -408,8 +408,12 @@ def read_state(out: Path) -> dict:
 
 def _save(net: Supernet, out: Path, state: dict, optimizer=None) -> None:
     """The weights with the optimizer's state (its step count and momentum, under ``optimizer/``), so that a
-    resumed run goes on with them, then the state that marks the epoch done."""
-    slots = {f"{OPTIMIZER_PREFIX}{i}": v.numpy() for i, v in enumerate(optimizer.variables if optimizer else ())}
+    resumed run goes on with them, then the state that marks the epoch done. A supernet whose every phase is done
+    keeps no optimizer state: nothing resumes it, and the momentum would double the file."""
+    finished = all(int(state["done"].get(phase, 0)) >= epochs
+                   for phase, epochs in zip(PHASES, state["settings"]["epochs"]))
+    slots = {f"{OPTIMIZER_PREFIX}{i}": v.numpy()
+             for i, v in enumerate(optimizer.variables if optimizer and not finished else ())}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **net.get_weights(), **slots)
