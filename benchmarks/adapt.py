@@ -11,9 +11,10 @@ their int8 latencies are measured in one pass, alternating, with the unadapted n
 
 Every step is cached under ``--work`` (trained models, per epoch while training; the adaptation's own
 per-iteration state; each final fine-tune apart, by its settings; the chosen α; the multiplier nets, shared by
-rows that pick the same α and epochs; accuracies), so the benchmark resumes where it stopped across sessions.
+rows that pick the same α and epochs; accuracies), so the benchmark resumes where it stopped across sessions. The
+default folder, ``benchmarks/state/adapt``, is committed (a row takes hours), with its copy of the latency table.
 
-    python benchmarks/adapt.py [--rows v1_netadapt,v1_amc_ddpg,v2_netadapt,v3large_netadapt] [--work runs/bench_adapt]
+    python benchmarks/adapt.py [--rows v1_netadapt,v1_amc_ddpg,v2_netadapt,v3large_netadapt] [--work DIR]
 """
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._report import write_section  # noqa: E402
+from benchmarks._state import STATE, run_table  # noqa: E402
 from benchmarks.cifar10 import extract  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "configs" / "cifar10.yaml"
-TABLE = ROOT / "runs" / "bench_latency" / "table_cpu-int8_t1.json"
+WORK = STATE / "adapt"
 ALPHAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0)
 
 
@@ -201,7 +203,7 @@ def run_row(row: Row, work: Path, final_epochs: int, labels_only: bool = False) 
         final.mkdir(exist_ok=True)
 
         def adapted_model() -> dict:
-            model, report = adapt(load_keras_model(base), fit_part, holdout, load_table(TABLE), chosen,
+            model, report = adapt(load_keras_model(base), fit_part, holdout, load_table(run_table(work)), chosen,
                                   folder / "adapt", threads=1, log=lambda line: print(line, flush=True))
             save_keras_model(model, final / "adapted.h5")
             return {k: v for k, v in report.items() if k != "episodes"}
@@ -316,7 +318,7 @@ def render(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to run: {', '.join(ROWS)}")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_adapt", help="cache folder")
+    parser.add_argument("--work", type=Path, default=WORK, help="run folder (the default one is committed)")
     parser.add_argument("--no-write", action="store_true", help="print without updating BENCHMARKS.md")
     parser.add_argument("--labels-only", action="store_true",
                         help="also fine-tune each search's result from the labels alone (the table's labels-only "
@@ -329,8 +331,7 @@ def main() -> None:
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
-    if not TABLE.is_file():
-        raise SystemExit(f"run benchmarks/latency_model.py first: {TABLE} is the latency table it builds")
+    run_table(args.work)  # before any training: a missing table stops here
     results = []
     lengths = [int(n) for n in args.final_epochs.split(",") if n] if args.final_epochs else None
     for name in names:

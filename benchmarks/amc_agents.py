@@ -29,11 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._report import write_section  # noqa: E402
+from benchmarks._state import PLOTS, RUN_TABLE, RUNS, STATE  # noqa: E402
 from benchmarks.cifar10 import extract  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "configs" / "cifar10.yaml"
-TABLE = ROOT / "runs" / "bench_latency" / "table_cpu-int8_t1.json"
-BASE = ROOT / "runs" / "bench_adapt" / "base_mobilenet_v1_0.5.h5"
+# benchmarks/adapt.py's base net and its run's latency table (the agents adapt the same net on the same table)
+BASE = STATE / "adapt" / "base_mobilenet_v1_0.5.h5"
+TABLE = STATE / "adapt" / RUN_TABLE
 AGENTS = {"amc": "cross-entropy method", "amc-ddpg": "DDPG (AMC paper)"}
 
 
@@ -86,7 +88,7 @@ def _warmup(work: Path, seed: int) -> int:
     return sum(1 for e in episodes if e.get("noise") is None)
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], work: Path, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +107,7 @@ def plot(results: list[dict], path: Path) -> None:
                     label=f"{agent}: {AGENTS[agent]} (mean of {len(curves)} seed(s))")
     ddpg_seeds = [r["seed"] for r in results if r["agent"] == "amc-ddpg"]
     if ddpg_seeds:
-        ax.axvline(_warmup(path.parent, ddpg_seeds[0]) + 0.5, color="tab:red", linestyle=":",
+        ax.axvline(_warmup(work, ddpg_seeds[0]) + 0.5, color="tab:red", linestyle=":",
                    label="end of DDPG's random warm-up")
     ax.set_xlabel("episode")
     ax.set_ylabel("best held-out accuracy so far, % (no fine-tune)")
@@ -113,6 +115,7 @@ def plot(results: list[dict], path: Path) -> None:
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -171,10 +174,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=60, help="episodes per search (both agents)")
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds, each searched by both agents")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_amc_agents", help="cache folder")
+    parser.add_argument("--work", type=Path, default=RUNS / "bench_amc_agents", help="cache folder")
     parser.add_argument("--no-write", action="store_true", help="print without updating BENCHMARKS.md")
     args = parser.parse_args()
-    for needed, how in ((TABLE, "benchmarks/latency_model.py"), (BASE, "benchmarks/adapt.py")):
+    for needed, how in ((TABLE, "benchmarks/adapt.py"), (BASE, "benchmarks/adapt.py")):
         if not needed.is_file():
             raise SystemExit(f"run {how} first: {needed} is what it builds")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -190,8 +193,8 @@ def main() -> None:
 
     seeds = [int(s) for s in args.seeds.split(",") if s]
     results = [run_agent(agent, seed, args.episodes, args.work, data) for seed in seeds for agent in AGENTS]
-    plot_path = args.work / "best_reward.png"
-    plot(results, plot_path)
+    plot_path = PLOTS / "amc_agents_best_reward.png"
+    plot(results, args.work, plot_path)
     markdown = render(results, args.episodes, plot_path)
     if not args.no_write:
         write_section("amc_agents", markdown)

@@ -14,11 +14,12 @@ Steps, each cached under ``--work`` so the benchmark resumes where it stopped ac
    scored with inherited supernet weights (``SupernetScore``), each net scored once across every study;
 6. the pooled searched front (every scored candidate, inherited accuracy vs predicted latency) gives one
    net per budget: the most accurate one predicted at or under it;
-7. zoo nets (``--zoo``) at the same input size trained with the final-training epochs, PTQ int8;
-8. each picked net trained from scratch with the same epochs, and fine-tuned briefly from the supernet;
+7. each picked net fine-tuned briefly from the supernet (the supernet's last use);
+8. zoo nets (``--zoo``) at the same input size trained with the final-training epochs, PTQ int8, and each picked
+   net trained from scratch with the same epochs;
 9. every int8 file timed in one pass, alternating rounds, 1 thread; goals, plots, BENCHMARKS.md.
 
-    python benchmarks/search.py [--smoke] [--work runs/bench_search] [--no-write]
+    python benchmarks/search.py [--smoke] [--work DIR] [--no-write]
 """
 from __future__ import annotations
 
@@ -40,10 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._report import write_section  # noqa: E402
+from benchmarks._state import PLOTS, RUNS, STATE, run_table  # noqa: E402
 from benchmarks.cifar10 import extract  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "configs" / "cifar10.yaml"  # training settings shared with the other benchmarks
-TABLE = ROOT / "runs" / "bench_latency" / "table_cpu-int8_t1.json"
+WORK = {"full": STATE / "search", "smoke": RUNS / "bench_search"}  # the full config's run folder is committed
+DATA_CACHE = RUNS / "cache"  # CIFAR-10 decoded at the input size: 0.6 GB at 64 px, rebuilt in minutes
 HELDOUT_FRACTION, SEED = 0.1, 0
 SEARCH_HOURS_GOAL = 3.0
 GAIN_GOAL, FINETUNE_GOAL = 0.015, 0.015  # 1.5 points each
@@ -202,10 +205,10 @@ class Data:
     search_val: object  # scores candidates during the search
 
 
-def load_data(config: Config, work: Path, steps: Steps) -> Data:
+def load_data(config: Config, steps: Steps) -> Data:
     from pipeline.core.data import ImageSet, load_dataset, split
 
-    cache = work.parent / f"cifar10_{config.input_size}.npz"  # shared by the configs
+    cache = DATA_CACHE / f"cifar10_{config.input_size}.npz"  # shared by the configs
     if not cache.is_file():
         started = steps.start()
         full = load_dataset(extract(), config.input_size, progress=True)
@@ -249,12 +252,11 @@ def measure_alternating(files: dict[str, bytes], rounds: int) -> dict[str, float
     return {n: float(np.median(s)) for n, s in samples.items()}
 
 
-def space_check(config: Config) -> dict:
+def space_check(config: Config, table) -> dict:
     """MobileNet v2's point at the input size, and the same net with every kernel 7x7, with hard-swish,
     with squeeze-excite: measured and predicted int8 latency, to show why the space leaves the first two out."""
     from pipeline.core.keras_convert import full_int8_flatbuffer
     from pipeline.latency.predict import predict_flatbuffer
-    from pipeline.latency.table import load_table
     from pipeline.search.space import ZOO_POINTS, Arch, Block, Stage, build
 
     base = replace(ZOO_POINTS["mobilenet_v2"], resolution=config.input_size)
@@ -266,22 +268,18 @@ def space_check(config: Config) -> dict:
 
     nets = {"MobileNet v2 point": base, "every kernel 7x7": variant(kernel=7),
             "hard-swish": variant(act="hard_swish"), "squeeze-excite": variant(se=True)}
-    table = load_table(TABLE)
     files = {name: full_int8_flatbuffer(build(arch, 10)) for name, arch in nets.items()}
     measured = measure_alternating(files, config.latency_rounds)
     return {name: {"measured_ms": measured[name], "predicted_ms": predict_flatbuffer(data, table).latency_ms}
             for name, data in files.items()}
 
 
-def budgets(config: Config) -> list[dict]:
+def budgets(config: Config, table) -> list[dict]:
     """MobileNet v2's predicted int8 latency at the budget widths: the searched nets compete on the same predictor,
     so its bias on this kind of net cancels; the goals are then judged on measured latency."""
     from keras_models import build_model
     from pipeline.core.keras_convert import full_int8_flatbuffer
     from pipeline.latency.predict import predict_flatbuffer
-    from pipeline.latency.table import load_table
-
-    table = load_table(TABLE)
 
     def predicted(alpha: float) -> float:
         net = build_model("mobilenet_v2", config.input_size, classes=10, alpha=alpha)
@@ -386,16 +384,14 @@ def run_supernet(config: Config, data: Data, work: Path, steps: Steps) -> dict:
     return {**train(), "largest_check": check}
 
 
-def run_searches(config: Config, data: Data, budget_list: list[dict], work: Path, steps: Steps) -> dict:
+def run_searches(config: Config, data: Data, budget_list: list[dict], table, work: Path, steps: Steps) -> dict:
     """Every (strategy, budget) study; a finished one's summary is cached, an unfinished one resumes."""
     from pipeline.core.errors import PipelineError
-    from pipeline.latency.table import load_table
     from pipeline.search.space import SearchSpace
     from pipeline.search.study import SearchSettings, search
     from pipeline.search.supernet import SupernetScore
 
     space = SearchSpace(**config.space)
-    table = load_table(TABLE)
 
     def datasets(resolution: int):
         return data.supernet, data.search_val
@@ -523,8 +519,10 @@ def train_zoo(config: Config, data: Data, work: Path, steps: Steps) -> list[dict
             for family, alpha in dict.fromkeys(config.zoo + tuple(budget_nets))]
 
 
-def train_finals(config: Config, data: Data, picks: list[dict | None], work: Path, steps: Steps) -> list[dict | None]:
-    """Each picked net from scratch (the zoo's epochs) and fine-tuned from the supernet."""
+def train_finals(config: Config, data: Data, picks: list[dict | None], work: Path, steps: Steps, kind: str
+                 ) -> list[dict | None]:
+    """Each picked net fine-tuned briefly from the supernet (``kind`` "finetuned") or trained from scratch with the
+    zoo's epochs ("scratch"); None where no net was picked."""
     from pipeline.core.tf_env import keras
     from pipeline.search.space import Arch, build
     from pipeline.search.supernet import extract_subnet, load_supernet
@@ -535,29 +533,42 @@ def train_finals(config: Config, data: Data, picks: list[dict | None], work: Pat
             rows.append(None)
             continue
         arch = Arch.from_json(chosen["arch"])
-        tag = hashlib.sha1(arch.key.encode()).hexdigest()[:10]
+        folder = work / "finals" / f"{final_tag(arch)}_{kind}"
 
-        def scratch(arch=arch, tag=tag) -> dict:
+        def scratch(arch=arch, folder=folder) -> dict:
             keras.backend.clear_session()
             started = time.perf_counter()
             model = build(arch, len(data.train.class_names))
-            fit_resumably(model, data, config, work / "finals" / f"{tag}_scratch")
-            return trained_result(work / "finals" / f"{tag}_scratch", model, data, started)
+            fit_resumably(model, data, config, folder)
+            return trained_result(folder, model, data, started)
 
-        def finetuned(arch=arch, tag=tag) -> dict:
+        def finetuned(arch=arch, folder=folder) -> dict:
             started = time.perf_counter()
             net, _ = load_supernet(work / "supernet")
             model, result = extract_subnet(net, arch, data.train, data.heldout, config.finetune_epochs,
                                            config.finetune_learning_rate, SEED)
             return {"inherited_float_accuracy": result["inherited_accuracy"],
-                    **trained_result(work / "finals" / f"{tag}_finetuned", model, data, started)}
+                    **trained_result(folder, model, data, started)}
 
-        print(f"final: {arch.describe()}", flush=True)
-        rows.append({"tag": tag, "describe": arch.describe(),
-                     "scratch": steps.json(work / "finals" / f"{tag}_scratch" / "result.json", f"final {tag} scratch",
-                                           scratch),
-                     "finetuned": steps.json(work / "finals" / f"{tag}_finetuned" / "result.json",
-                                             f"final {tag} fine-tune", finetuned)})
+        print(f"final ({kind}): {arch.describe()}", flush=True)
+        step = f"final {final_tag(arch)} " + ("scratch" if kind == "scratch" else "fine-tune")
+        rows.append(steps.json(folder / "result.json", step, scratch if kind == "scratch" else finetuned))
+    return rows
+
+
+def final_tag(arch) -> str:
+    return hashlib.sha1(arch.key.encode()).hexdigest()[:10]
+
+
+def final_rows(picks: list[dict | None], finetuned: list[dict | None], scratch: list[dict | None]
+               ) -> list[dict | None]:
+    from pipeline.search.space import Arch
+
+    rows = []
+    for chosen, tuned, alone in zip(picks, finetuned, scratch):
+        arch = None if chosen is None else Arch.from_json(chosen["arch"])
+        rows.append(None if arch is None else {"tag": final_tag(arch), "describe": arch.describe(), "scratch": alone,
+                                               "finetuned": tuned})
     return rows
 
 
@@ -677,6 +688,7 @@ def plot_front(config: Config, zoo: list[dict], rows: list[dict], pool: list[dic
     right.set_title("front of every scored candidate; ★ picked, : budgets")
     right.legend(fontsize=7)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
@@ -703,6 +715,7 @@ def plot_curves(searches: dict, budget_list: list[dict], path: Path) -> None:
         ax.set_ylabel("best reward so far (%)")
         ax.legend(fontsize=7)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
@@ -825,21 +838,20 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="the CI-sized config: every step in a few minutes")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_search", help="cache folder")
+    parser.add_argument("--work", type=Path, help="run folder (default: benchmarks/state/search for the full config, "
+                        "committed so that a new checkout resumes; runs/bench_search for --smoke)")
     parser.add_argument("--no-write", action="store_true", help="print without updating BENCHMARKS.md")
     parser.add_argument("--estimate", action="store_true",
                         help="time a few supernet steps per phase and print the config's projected supernet time")
     parser.add_argument("--restart", action="store_true",
                         help="remove the config's cached run (another configuration's included) and start again")
     args = parser.parse_args()
-    if not TABLE.is_file():
-        raise SystemExit(f"run benchmarks/latency_model.py first: {TABLE} is the latency table it builds")
     config = CONFIGS["smoke" if args.smoke else "full"]
     if args.estimate:
         train_images = config.train_images or round(50000 * (1 - HELDOUT_FRACTION))  # CIFAR-10's training split
         print(json.dumps(estimate_supernet(config, round(train_images * (1 - config.search_val_fraction))), indent=1))
         return
-    work = args.work / config.name
+    work = (args.work or WORK[config.name]) / config.name
     if args.restart and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -851,20 +863,26 @@ def main() -> None:
     saved_config.write_text(json.dumps(asdict(config), indent=1))
     steps = Steps(work)
     print(f"search benchmark ({config.name} config) in {work}", flush=True)
-    data = load_data(config, work, steps)
-    checks = steps.json(work / "space_check.json", "space check", lambda: space_check(config))
-    budget_list = steps.json(work / "budgets.json", "budgets", lambda: {"budgets": budgets(config)})["budgets"]
+    from pipeline.latency.table import load_table
+
+    table = load_table(run_table(work))
+    data = load_data(config, steps)
+    checks = steps.json(work / "space_check.json", "space check", lambda: space_check(config, table))
+    budget_list = steps.json(work / "budgets.json", "budgets", lambda: {"budgets": budgets(config, table)})["budgets"]
     supernet = run_supernet(config, data, work, steps)
-    searches = run_searches(config, data, budget_list, work, steps)
+    searches = run_searches(config, data, budget_list, table, work, steps)
     pool = pooled(searches)
     front = pooled_front(pool)
     picks = steps.json(work / "picks.json", "picks",
                        lambda: {"picks": [pick(front, b["predicted_ms"]) for b in budget_list]})["picks"]
+    # The fine-tunes first: after them nothing needs the supernet, so it need not outlive this session (its
+    # weights stay out of the committed run folder).
+    finetuned = train_finals(config, data, picks, work, steps, "finetuned")
     zoo = train_zoo(config, data, work, steps)
-    finals = train_finals(config, data, picks, work, steps)
+    finals = final_rows(picks, finetuned, train_finals(config, data, picks, work, steps, "scratch"))
     latency = measure_all(config, zoo, finals, work, steps)
     rows, goals = evaluate_goals(config, budget_list, zoo, finals, latency, steps)
-    plots = tuple(os.path.relpath(work / name, ROOT) for name in ("search_front.png", "search_curves.png"))
+    plots = tuple(os.path.relpath(PLOTS / f"{name}_{config.name}.png", ROOT) for name in ("search_front", "search_curves"))
     plot_front(config, zoo, rows, pool, front, latency, ROOT / plots[0])
     plot_curves(searches, budget_list, ROOT / plots[1])
     markdown = render(config, data, checks, budget_list, supernet, searches, front, zoo, rows, goals, latency, steps,

@@ -1,0 +1,31 @@
+"""Where the benchmarks keep what they measured between runs.
+
+Most cache under ``runs/`` (ignored). The ones that run longer than a session (the architecture search, the
+NetAdapt / AMC rows: hours each on 2 cores) run on machines that a later session may not get back, so their run
+folders are committed under ``benchmarks/state/`` and a fresh checkout resumes from the last commit; each such
+folder's ``.gitignore`` leaves out what is rebuilt or needed only within a session. Plots linked from BENCHMARKS.md
+are committed under ``benchmarks/plots/``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / "benchmarks" / "state"
+PLOTS = ROOT / "benchmarks" / "plots"
+RUNS = ROOT / "runs"
+LATENCY_TABLE = RUNS / "bench_latency" / "table_cpu-int8_t1.json"  # built by benchmarks/latency_model.py
+RUN_TABLE = "latency_table.json"
+
+
+def run_table(work: Path) -> Path:
+    """The run's own copy of the 1-thread int8 latency table, taken from the latency benchmark's on its first
+    use: a table rebuilt later (or on another machine) would move the budgets and predictions of a run under way."""
+    from pipeline.core.fsutil import write_bytes
+
+    path = work / RUN_TABLE
+    if not path.is_file():
+        if not LATENCY_TABLE.is_file():
+            raise SystemExit(f"run benchmarks/latency_model.py first: {LATENCY_TABLE} is the latency table it builds")
+        write_bytes(path, LATENCY_TABLE.read_bytes())
+    return path
