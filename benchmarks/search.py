@@ -353,9 +353,24 @@ def run_supernet(config: Config, data: Data, work: Path, steps: Steps) -> dict:
     as long: a supernet whose largest net learnt the data far worse cannot rank candidates, so the benchmark stops
     there rather than spend the shrinking phases on it."""
     from pipeline.search.space import SearchSpace
-    from pipeline.search.supernet import load_supernet, read_state, subnet_accuracy, train_supernet
+    from pipeline.search.supernet import (
+        STATE_FILE,
+        WEIGHTS_FILE,
+        load_supernet,
+        phases_done,
+        read_state,
+        subnet_accuracy,
+        train_supernet,
+    )
 
     space, folder = SearchSpace(**config.space), work / "supernet"
+    state = read_state(folder)
+    if state and not phases_done(state) and not (folder / WEIGHTS_FILE).exists():
+        # The weights stay out of the committed run folder: a session that stopped mid-training without committing
+        # them leaves only the state behind, and its epochs are lost.
+        print(f"supernet: {len(state['history'])} epoch(s) recorded but their weights are gone; training anew",
+              flush=True)
+        (folder / STATE_FILE).unlink()
 
     def train(until: str | None = None) -> dict:
         started, before = steps.start(), read_state(folder).get("history", [])

@@ -4,6 +4,7 @@ the pipeline runs, and bad input is one line."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -100,10 +101,18 @@ def test_training_until_a_phase_stops_after_it_resumes_with_its_optimizer_until_
     assert "\n" not in str(caught.value)
     refused = invoke("supernet", "train", "--data", data, "--out", tmp_path / "other", "--until", "widest")
     assert refused.exit_code == 2 and "widest" in refused.output
+    shutil.copytree(tmp_path / "net", tmp_path / "lost")
+    (tmp_path / "lost" / "supernet.npz").unlink()  # e.g. a run folder copied without its weights
+    with pytest.raises(PipelineError, match=r"records 2 trained epoch\(s\) but supernet.npz is missing") as caught:
+        train_supernet(images, space, settings, tmp_path / "lost", progress=False)
+    assert "\n" not in str(caught.value)
+    assert train_supernet(images, space, settings, tmp_path / "lost", until="largest") == state  # nothing to train
     finished = train_supernet(images, space, settings, tmp_path / "net", progress=False)
     assert finished["done"] == {"largest": 2, "kernel": 1, "depth": 1}
     with np.load(tmp_path / "net" / "supernet.npz") as saved:  # nothing resumes a finished supernet
         assert saved.files and not [name for name in saved.files if name.startswith("optimizer/")]
+    (tmp_path / "net" / "supernet.npz").unlink()  # its weights used up and dropped: the state still answers
+    assert train_supernet(images, space, settings, tmp_path / "net", progress=False) == finished
 
 
 @pytest.mark.slow  # trains a supernet twice (kill + resume) and extracts a subnet: 13-35 s here

@@ -410,14 +410,18 @@ def _save(net: Supernet, out: Path, state: dict, optimizer=None) -> None:
     """The weights with the optimizer's state (its step count and momentum, under ``optimizer/``), so that a
     resumed run goes on with them, then the state that marks the epoch done. A supernet whose every phase is done
     keeps no optimizer state: nothing resumes it, and the momentum would double the file."""
-    finished = all(int(state["done"].get(phase, 0)) >= epochs
-                   for phase, epochs in zip(PHASES, state["settings"]["epochs"]))
     slots = {f"{OPTIMIZER_PREFIX}{i}": v.numpy()
-             for i, v in enumerate(optimizer.variables if optimizer and not finished else ())}
+             for i, v in enumerate(optimizer.variables if optimizer and not phases_done(state) else ())}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **net.get_weights(), **slots)
     write_json(out / STATE_FILE, state)
+
+
+def phases_done(state: dict, until: str | None = None) -> bool:
+    """Whether every phase (up to ``until``) has all its epochs."""
+    phases = PHASES[:PHASES.index(until) + 1] if until else PHASES
+    return all(int(state["done"].get(phase, 0)) >= epochs for phase, epochs in zip(phases, state["settings"]["epochs"]))
 
 
 def _restore_optimizer(optimizer, out: Path) -> None:
@@ -491,6 +495,11 @@ def train_supernet(train: ImageSet, space: SearchSpace, settings: SupernetSettin
         raise PipelineError(f"{out} holds a supernet of another space, data or settings"
                             f"{f' (trained with --workers {saved_workers})' if saved_workers != workers else ''}; "
                             "use another --out")
+    if state and phases_done(state, until):
+        return state  # nothing to train: the weights need not be there (a caller may have used them up)
+    if state and not (out / WEIGHTS_FILE).exists():
+        raise PipelineError(f"{out / STATE_FILE} records {len(state.get('history', []))} trained epoch(s) but "
+                            f"{WEIGHTS_FILE} is missing beside it; remove {STATE_FILE} to train the supernet anew")
     if workers > 1 or ray_address is not None:
         return train_supernet_data_parallel(train, space, settings, out, workers, ray_address, log, until)
     return run_phases(train, space, settings, out, progress, log, until=until)
