@@ -8,8 +8,8 @@ Steps, each cached under ``--work`` so the benchmark resumes where it stopped ac
 2. space check: MobileNet v2's point of the space measured with 7x7 kernels, hard-swish and
    squeeze-excite, to show what the benchmark's space leaves out and why;
 3. budgets: MobileNet v2's predicted int8 latency (the search's latency table) at three widths;
-4. one Once-for-All supernet trained on the training images (``train_supernet``), its largest net checked after
-   its own phase (the benchmark stops if it is too weak to rank candidates);
+4. one Once-for-All supernet trained on the training images (``train_supernet``), its largest net scored after
+   its own phase (reported against MobileNet v2 α=1 trained alone, from step 8);
 5. a search per strategy and budget (hard budget: nets predicted over it are not scored), candidates
    scored with inherited supernet weights (``SupernetScore``), each net scored once across every study;
 6. the pooled searched front (every scored candidate, inherited accuracy vs predicted latency) gives one
@@ -75,9 +75,9 @@ class Config:
     gradient_steps: int = 30
     latency_rounds: int = 7
     input_size: int = 32  # px: CIFAR's images are upscaled to it (every net, zoo and searched, alike)
-    # After its phase the supernet's largest net must score at least the zoo's MobileNet v2 α=1 trained alone
+    # After its phase the supernet's largest net should score at least the zoo's MobileNet v2 α=1 trained alone
     # (final-training epochs) minus this share, both float on the held-out images: a supernet far under it has
-    # not learnt the data well enough to rank candidates, and the benchmark stops there.
+    # not learnt the data well enough to rank candidates. Reported beside the goals.
     largest_check_margin: float = 1.0
 
 
@@ -349,9 +349,10 @@ def estimate_supernet(config: Config, images: int, timed_steps: int = 4) -> dict
 
 
 def run_supernet(config: Config, data: Data, work: Path, steps: Steps) -> dict:
-    """The supernet, its largest net checked after its own phase against the zoo's MobileNet v2 α=1 trained alone
-    as long: a supernet whose largest net learnt the data far worse cannot rank candidates, so the benchmark stops
-    there rather than spend the shrinking phases on it."""
+    """The supernet, its largest net scored after its own phase (float, held-out; printed at once, so that a
+    supernet that learnt the data badly can be stopped before the shrinking phases): :func:`main` compares it with
+    the zoo's MobileNet v2 α=1 trained alone as long. That reference trains with the zoo, after the studies and the
+    fine-tunes, so that every step needing the supernet's weights fits in one session (they are not committed)."""
     from pipeline.search.space import SearchSpace
     from pipeline.search.supernet import (
         STATE_FILE,
@@ -381,21 +382,13 @@ def run_supernet(config: Config, data: Data, work: Path, steps: Steps) -> dict:
         return state
 
     train(until="largest")
-    reference = zoo_net(config, data, work, steps, "mobilenet_v2", 1.0)
 
     def largest_check() -> dict:
         net, _ = load_supernet(folder)
         return {"accuracy": subnet_accuracy(net, space.largest(), data.supernet, data.heldout)}
 
-    check = {**steps.json(work / "largest_check.json", "supernet", largest_check),
-             "reference_accuracy": reference["float_accuracy"]}
-    print(f"supernet: largest net {check['accuracy']:.1%} held-out, MobileNet v2 α=1 trained alone "
-          f"{check['reference_accuracy']:.1%}", flush=True)
-    if check["accuracy"] < check["reference_accuracy"] - config.largest_check_margin:
-        raise SystemExit(f"the supernet's largest net scores {check['accuracy']:.1%} on the held-out images after its "
-                         f"phase, over {config.largest_check_margin:.0%} under MobileNet v2 α=1 trained alone as long "
-                         f"({check['reference_accuracy']:.1%}): too weak to rank candidates; change its training "
-                         "(a new --work folder)")
+    check = steps.json(work / "largest_check.json", "supernet", largest_check)
+    print(f"supernet: largest net {check['accuracy']:.1%} held-out after its phase", flush=True)
     return {**train(), "largest_check": check}
 
 
@@ -749,6 +742,9 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
     space = config.space
     smoke = config.name == "smoke"
     alphas = ", ".join(format(b["alpha"], "g") for b in budget_list)
+    # MobileNet v2 α=1 is always trained with the zoo: it sets a budget
+    reference = next(z["float_accuracy"] for z in zoo if z["family"] == "mobilenet_v2" and z["alpha"] == 1.0)
+    within = supernet["largest_check"]["accuracy"] >= reference - config.largest_check_margin
     lines = ["## Architecture search on CIFAR-10 vs the zoo (`benchmarks/search.py`)", ""]
     if smoke:
         lines += ["**Smoke config (`--smoke`): a CI-sized run that exercises every step; its numbers are not evidence "
@@ -788,9 +784,9 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
               f"subnet(s) per step beside the largest, {steps.cpu.get('supernet', 0.0) / 120:.1f} min (CPU / 2; "
               f"{steps.wall.get('supernet', 0.0) / 60:.1f} min wall); after its own phase its largest net scored "
               f"{supernet['largest_check']['accuracy']:.1%} held-out (float, BatchNorm recalibrated) against "
-              f"{supernet['largest_check']['reference_accuracy']:.1%} for MobileNet v2 α=1 trained alone "
-              f"{epochs(config.final_epochs)} (the shrinking phases run only within "
-              f"{100 * config.largest_check_margin:g} points of it). Searches: "
+              f"{reference:.1%} for MobileNet v2 α=1 trained alone {epochs(config.final_epochs)} "
+              f"({'within' if within else 'NOT within'} the {100 * config.largest_check_margin:g} points a supernet "
+              "that can rank candidates should reach). Searches: "
               f"{', '.join(strategies())}, each at each budget, up to {config.evaluations} scored candidates or "
               f"{config.search_minutes:g} min per study, candidates scored with inherited weights (BatchNorm "
               f"recalibrated on batches of {config.recalibration_images} training images), each net scored once across studies.", "",
