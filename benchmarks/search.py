@@ -785,8 +785,8 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
               f"{steps.wall.get('supernet', 0.0) / 60:.1f} min wall); after its own phase its largest net scored "
               f"{supernet['largest_check']['accuracy']:.1%} held-out (float, BatchNorm recalibrated) against "
               f"{reference:.1%} for MobileNet v2 α=1 trained alone {epochs(config.final_epochs)} "
-              f"({'within' if within else 'NOT within'} the {100 * config.largest_check_margin:g} points a supernet "
-              "that can rank candidates should reach). Searches: "
+              f"(a supernet that can rank candidates should be at most {100 * config.largest_check_margin:g} points "
+              f"under it: {'met' if within else 'NOT met'}). Searches: "
               f"{', '.join(strategies())}, each at each budget, up to {config.evaluations} scored candidates or "
               f"{config.search_minutes:g} min per study, candidates scored with inherited weights (BatchNorm "
               f"recalibrated on batches of {config.recalibration_images} training images), each net scored once across studies.", "",
