@@ -374,12 +374,9 @@ def run_supernet(config: Config, data: Data, work: Path, steps: Steps) -> dict:
         (folder / STATE_FILE).unlink()
 
     def train(until: str | None = None) -> dict:
-        started, before = steps.start(), read_state(folder).get("history", [])
-        state = train_supernet(data.supernet, space, supernet_settings(config), folder, until=until,
-                               log=lambda line: print(f"  {line}", flush=True))
-        if state["history"] != before:  # a finished phase, only loaded, books nothing
-            steps.stop("supernet", started)
-        return state
+        # Booked per epoch (a killed run keeps its finished epochs' time); a finished phase, only loaded, books nothing
+        return train_supernet(data.supernet, space, supernet_settings(config), folder, until=until,
+                              log=steps.log("supernet"))
 
     train(until="largest")
 
