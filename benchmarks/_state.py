@@ -18,14 +18,16 @@ LATENCY_TABLE = RUNS / "bench_latency" / "table_cpu-int8_t1.json"  # built by be
 RUN_TABLE = "latency_table.json"
 
 
-def run_table(work: Path) -> Path:
-    """The run's own copy of the 1-thread int8 latency table, taken from the latency benchmark's on its first
-    use: a table rebuilt later (or on another machine) would move the budgets and predictions of a run under way."""
+def run_table(work: Path, source: Path | None = None) -> Path:
+    """The run's own copy of the 1-thread int8 latency table, taken on its first use from ``source`` (default: the
+    latency benchmark's): a table rebuilt later (or on another machine) would move the budgets and predictions of a
+    run under way."""
     from pipeline.core.fsutil import write_bytes
 
-    path = work / RUN_TABLE
+    path, source = work / RUN_TABLE, source or LATENCY_TABLE
     if not path.is_file():
-        if not LATENCY_TABLE.is_file():
-            raise SystemExit(f"run benchmarks/latency_model.py first: {LATENCY_TABLE} is the latency table it builds")
-        write_bytes(path, LATENCY_TABLE.read_bytes())
+        if not source.is_file():
+            raise SystemExit(f"run benchmarks/latency_model.py first: {source} is the latency table it builds")
+        work.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, source.read_bytes())
     return path

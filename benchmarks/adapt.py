@@ -15,6 +15,7 @@ rows that pick the same α and epochs; accuracies), so the benchmark resumes whe
 default folder, ``benchmarks/state/adapt``, is committed (a row takes hours), with its copy of the latency table.
 
     python benchmarks/adapt.py [--rows v1_netadapt,v1_amc_ddpg,v2_netadapt,v3large_netadapt] [--work DIR]
+    python benchmarks/adapt.py --smoke   # every step on a tiny net in a few minutes; writes nothing to BENCHMARKS.md
 """
 from __future__ import annotations
 
@@ -32,11 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._report import write_section  # noqa: E402
-from benchmarks._state import STATE, run_table  # noqa: E402
+from benchmarks._state import RUN_TABLE, RUNS, STATE, run_table  # noqa: E402
 from benchmarks.cifar10 import extract  # noqa: E402
 
 CONFIG = ROOT / "benchmarks" / "configs" / "cifar10.yaml"
 WORK = STATE / "adapt"
+SMOKE_WORK = RUNS / "bench_adapt_smoke"
 ALPHAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0)
 
 
@@ -55,6 +57,7 @@ class Row:
     # multiplier 20 free epochs (61 instead of 41) and the adapted net nothing it would not have had at 0.1.
     final_learning_rates: tuple[float | None, ...] = (None,)
     base_epochs: int | None = None  # the base net's training (None: the config's 20 epochs)
+    budget: str = "0.5x"  # of the base net's predicted int8 latency
 
     @property
     def title(self) -> str:
@@ -84,6 +87,29 @@ ROWS = {r.name: r for r in (
 )}
 
 
+# --smoke: a tiny net at 32 px, whose floor (8 channels a group) lies above half its latency, so 0.9x.
+SMOKE_ROWS = {r.name: r for r in (
+    Row("smoke_netadapt", "MobileNet v1", "mobilenet_v1", 0.25, input_size=32, final_epochs=(1,), base_epochs=1,
+        budget="0.9x"),
+    Row("smoke_amc_ddpg", "MobileNet v1", "mobilenet_v1", 0.25, "amc-ddpg", input_size=32, final_epochs=(1,),
+        base_epochs=1, budget="0.9x"),
+)}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much of each row runs: all of it, or ``--smoke``'s few images and steps (its numbers mean nothing)."""
+
+    train_images: int | None = None
+    heldout_images: int | None = None
+    short_steps: int = 100  # NetAdapt's short fine-tune of each finalist
+    finalists: int = 3
+    episodes: int = 60  # AMC's
+
+
+FULL, SMOKE = Scale(), Scale(train_images=1000, heldout_images=300, short_steps=5, finalists=2, episodes=3)
+
+
 def _json(path: Path, compute):
     """``compute()`` once; its JSON result cached at ``path``."""
     if path.is_file():
@@ -94,11 +120,17 @@ def _json(path: Path, compute):
     return value
 
 
-def _datasets(config):
+def _datasets(config, scale: Scale):
     from pipeline.core.data import load_dataset, split
 
     data = load_dataset(extract(), config.input_size, progress=False)
-    return split(data, config.validation_split, config.seed)
+    train, val = split(data, config.validation_split, config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    def first(images, count: int | None):
+        return images if count is None else images.subset(np.sort(rng.choice(len(images), count, replace=False)))
+
+    return first(train, scale.train_images), first(val, scale.heldout_images)
 
 
 def _train(path: Path, model_name: str, alpha: float, epochs: int, config, train, val) -> None:
@@ -174,7 +206,7 @@ def _choose_alpha(row: Row, adapted_int8: Path) -> dict:
     return {"alpha": min(ALPHAS), "latency_ratio_to_adapted": tried.get(str(min(ALPHAS))), "tried": tried}
 
 
-def run_row(row: Row, work: Path, final_epochs: int, labels_only: bool = False) -> dict:
+def run_row(row: Row, work: Path, final_epochs: int, labels_only: bool = False, scale: Scale = FULL) -> dict:
     from pipeline.api import load_config
     from pipeline.core.data import split
     from pipeline.latency.table import load_table
@@ -185,15 +217,16 @@ def run_row(row: Row, work: Path, final_epochs: int, labels_only: bool = False) 
     config = load_config(CONFIG, {"data": str(extract()), "input_size": row.input_size})
     folder = work / row.name
     folder.mkdir(parents=True, exist_ok=True)
-    train, val = _datasets(config)
+    train, val = _datasets(config, scale)
     base = work / f"base_{row.stem}.h5"
     started = time.time()
     base_epochs = row.base_epochs or config.epochs
     _train(base, row.model, row.alpha, base_epochs, config, train, val)
     fit_part, holdout = split(train, 0.05, config.seed + 1)
-    settings = AdaptSettings(budget="0.5x", strategy=row.strategy, first_step=0.05, decay=0.96, short_steps=100,
-                             finalists=3, final_epochs=final_epochs, learning_rate=0.01, batch_size=config.batch_size,
-                             episodes=60, seed=config.seed)
+    settings = AdaptSettings(budget=row.budget, strategy=row.strategy, first_step=0.05, decay=0.96,
+                             short_steps=scale.short_steps, finalists=scale.finalists, final_epochs=final_epochs,
+                             learning_rate=0.01, batch_size=config.batch_size, episodes=scale.episodes,
+                             seed=config.seed)
 
     def finished(chosen: AdaptSettings) -> tuple[dict, Path]:
         """The adaptation's report and the folder of what depends on its final fine-tune (one per its settings)."""
@@ -319,9 +352,13 @@ def render(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to run: {', '.join(ROWS)}")
-    parser.add_argument("--work", type=Path, default=WORK, help="run folder (the default one is committed)")
+    parser.add_argument("--rows", help=f"rows to run (default: all): {', '.join(ROWS)}")
+    parser.add_argument("--work", type=Path, help=f"run folder (default: {WORK.relative_to(ROOT)}, committed; "
+                        f"{SMOKE_WORK.relative_to(ROOT)} for --smoke)")
     parser.add_argument("--no-write", action="store_true", help="print without updating BENCHMARKS.md")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"every step on a tiny net ({', '.join(SMOKE_ROWS)}): checks the script in minutes; "
+                             "its numbers mean nothing and BENCHMARKS.md is left alone")
     parser.add_argument("--labels-only", action="store_true",
                         help="also fine-tune each search's result from the labels alone (the table's labels-only "
                              "column: what distillation brings)")
@@ -329,19 +366,22 @@ def main() -> None:
                         "row, each a line of the table (default: each row's own); the multiplier nets get as many more "
                         "epochs")
     args = parser.parse_args()
-    names = [n for n in args.rows.split(",") if n]
-    unknown = [n for n in names if n not in ROWS]
+    rows, scale = (SMOKE_ROWS, SMOKE) if args.smoke else (ROWS, FULL)
+    work = args.work or (SMOKE_WORK if args.smoke else WORK)
+    names = [n for n in args.rows.split(",") if n] if args.rows else list(rows)
+    unknown = [n for n in names if n not in rows]
     if unknown:
-        raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
-    run_table(args.work)  # before any training: a missing table stops here
+        raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(rows)}")
+    # Before any training: a missing table stops here. The smoke run borrows the committed rows' table.
+    run_table(work, WORK / RUN_TABLE if args.smoke else None)
     results = []
     lengths = [int(n) for n in args.final_epochs.split(",") if n] if args.final_epochs else None
     for name in names:
-        for final_epochs in lengths or ROWS[name].final_epochs:
-            results.append(run_row(ROWS[name], args.work, final_epochs, args.labels_only))
+        for final_epochs in lengths or rows[name].final_epochs:
+            results.append(run_row(rows[name], work, final_epochs, args.labels_only, scale))
         print(json.dumps(results[-1], indent=1), flush=True)
         markdown = render(results)
-        if not args.no_write:
+        if not (args.no_write or args.smoke):
             write_section("adapt", markdown)
     print(render(results))
 
