@@ -127,10 +127,10 @@ def _datasets(config, scale: Scale):
     train, val = split(data, config.validation_split, config.seed)
     rng = np.random.default_rng(config.seed)
 
-    def first(images, count: int | None):
+    def sample(images, count: int | None):
         return images if count is None else images.subset(np.sort(rng.choice(len(images), count, replace=False)))
 
-    return first(train, scale.train_images), first(val, scale.heldout_images)
+    return sample(train, scale.train_images), sample(val, scale.heldout_images)
 
 
 def _train(path: Path, model_name: str, alpha: float, epochs: int, config, train, val) -> None:
