@@ -886,8 +886,10 @@ def main() -> None:
     # The fine-tunes first: after them nothing needs the supernet, so it need not outlive this session (its
     # weights stay out of the committed run folder).
     finetuned = train_finals(config, data, picks, work, steps, "finetuned")
+    # The searched nets from scratch before the zoo: the fine-tune goal needs only them, so its answer comes first.
+    scratch = train_finals(config, data, picks, work, steps, "scratch")
     zoo = train_zoo(config, data, work, steps)
-    finals = final_rows(picks, finetuned, train_finals(config, data, picks, work, steps, "scratch"))
+    finals = final_rows(picks, finetuned, scratch)
     latency = measure_all(config, zoo, finals, work, steps)
     rows, goals = evaluate_goals(config, budget_list, zoo, finals, latency, steps)
     plots = tuple(os.path.relpath(PLOTS / f"{name}_{config.name}.png", ROOT) for name in ("search_front", "search_curves"))
