@@ -14,9 +14,10 @@ Steps, each cached under ``--work`` so the benchmark resumes where it stopped ac
    scored with inherited supernet weights (``SupernetScore``), each net scored once across every study;
 6. the pooled searched front (every scored candidate, inherited accuracy vs predicted latency) gives one
    net per budget: the most accurate one predicted at or under it;
-7. each picked net fine-tuned briefly from the supernet (the supernet's last use);
-8. zoo nets (``--zoo``) at the same input size trained with the final-training epochs, PTQ int8, and each picked
-   net trained from scratch with the same epochs;
+7. each picked net fine-tuned briefly from the supernet, and trained with the final-training recipe cut short
+   from the supernet's weights (the supernet's last use);
+8. each picked net trained from scratch with the final-training epochs and cut short as in step 7, then the zoo
+   nets (``--zoo``) at the same input size with the final-training epochs; every trained net PTQ int8;
 9. every int8 file timed in one pass, alternating rounds, 1 thread; goals, plots, BENCHMARKS.md.
 
     python benchmarks/search.py [--smoke] [--work DIR] [--no-write]
@@ -52,6 +53,9 @@ SEARCH_HOURS_GOAL = 3.0
 GAIN_GOAL, FINETUNE_GOAL = 0.015, 0.015  # 1.5 points each
 STRATEGY_ORDER = ("random", "evolution", "reinforce", "nsga2", "gradient")
 SEARCH_STEPS = ("supernet", "search ")  # the steps the time goal counts: the supernet and every study
+# How a picked net is trained, by kind (see train_finals): the name of its step in times.json.
+FINAL_KINDS = {"finetuned": "fine-tune", "finetuned_short": "fine-tune short", "scratch": "scratch",
+               "scratch_short": "scratch short"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class Config:
     recalibration_images: int
     final_epochs: int
     finetune_epochs: int
+    # The final-training recipe cut to this many epochs, once from the supernet's weights and once from scratch: how
+    # much of a net's training the supernet saves (0: not run).
+    short_epochs: int = 0
     budget_alphas: tuple[float, float, float] = (0.75, 1.0, 1.4)
     finetune_learning_rate: float = 0.01
     gradient_steps: int = 30
@@ -102,7 +109,7 @@ CONFIGS = {
     "full": Config("full", None, None, 0.05, FULL_SPACE, FULL_ZOO,
                    supernet_epochs=(10, 3, 3, 3), supernet_batch=64, supernet_subnets=1, evaluations=40,
                    search_minutes=3.0, recalibration_images=2000, final_epochs=10, finetune_epochs=2, input_size=64,
-                   largest_check_margin=0.05),
+                   largest_check_margin=0.05, short_epochs=5),
     "smoke": Config("smoke", 1500, 500, 0.1,
                     {**FULL_SPACE, "resolutions": (32,), "kernels": (3, 5), "expansions": (3, 6), "depths": (1, 2),
                      "widths": (0.5, 1.0), "se": (False,)},
@@ -110,7 +117,7 @@ CONFIGS = {
                      ("mobilenet_v3_small", 0.75), ("efficientnet_lite0", None)),
                     supernet_epochs=(1, 1, 1, 1), supernet_batch=64,
                     supernet_subnets=2, evaluations=3, search_minutes=2.0, recalibration_images=300,
-                    final_epochs=1, finetune_epochs=1, gradient_steps=3, latency_rounds=3),
+                    final_epochs=1, finetune_epochs=1, short_epochs=1, gradient_steps=3, latency_rounds=3),
 }
 
 
@@ -488,13 +495,17 @@ def trained_result(folder: Path, model, data: Data, started: float) -> dict:
         "accuracy"], "int8": str(path.relative_to(folder.parent.parent)), "minutes": (time.perf_counter() - started) / 60}
 
 
-def fit_resumably(model, data: Data, config: Config, folder: Path) -> None:
-    """The final-training recipe on the training images, resumable per epoch: a net takes 20+ minutes at 64 px, and
-    Keras' BackupAndRestore (weights, optimizer step, epoch; emptied when done) keeps a killed run's epochs."""
+def fit_resumably(model, data: Data, config: Config, folder: Path, epochs: int | None = None) -> None:
+    """The final-training recipe on the training images (cut to ``epochs``), resumable per epoch: a net takes 20+
+    minutes at 64 px, and Keras' BackupAndRestore (weights, optimizer step, epoch; emptied when done) keeps a killed
+    run's epochs."""
     from pipeline.core.tf_env import keras
     from pipeline.stages.train import fit
 
-    fit(model, data.train, None, fit_settings(config),
+    settings = fit_settings(config)
+    if epochs is not None:
+        settings = replace(settings, epochs=epochs, warmup_epochs=min(settings.warmup_epochs, epochs / 5))
+    fit(model, data.train, None, settings,
         callbacks=[keras.callbacks.BackupAndRestore(str(folder.with_name(folder.name + ".backup")))])
 
 
@@ -526,8 +537,12 @@ def train_zoo(config: Config, data: Data, work: Path, steps: Steps) -> list[dict
 
 def train_finals(config: Config, data: Data, picks: list[dict | None], work: Path, steps: Steps, kind: str
                  ) -> list[dict | None]:
-    """Each picked net fine-tuned briefly from the supernet (``kind`` "finetuned") or trained from scratch with the
-    zoo's epochs ("scratch"); None where no net was picked."""
+    """Each picked net trained one way (``kind``), int8, scored; None where no net was picked:
+
+    - "finetuned": fine-tuned briefly from the supernet (``finetune_epochs`` at ``finetune_learning_rate``);
+    - "scratch": the final-training recipe from scratch, as the zoo nets;
+    - "finetuned_short" / "scratch_short": that recipe cut to ``short_epochs``, from the supernet's weights / from
+      scratch, to show how much training the supernet's weights save."""
     from pipeline.core.tf_env import keras
     from pipeline.search.space import Arch, build
     from pipeline.search.supernet import extract_subnet, load_supernet
@@ -540,24 +555,25 @@ def train_finals(config: Config, data: Data, picks: list[dict | None], work: Pat
         arch = Arch.from_json(chosen["arch"])
         folder = work / "finals" / f"{final_tag(arch)}_{kind}"
 
-        def scratch(arch=arch, folder=folder) -> dict:
+        def compute(arch=arch, folder=folder) -> dict:
             keras.backend.clear_session()
             started = time.perf_counter()
-            model = build(arch, len(data.train.class_names))
-            fit_resumably(model, data, config, folder)
-            return trained_result(folder, model, data, started)
-
-        def finetuned(arch=arch, folder=folder) -> dict:
-            started = time.perf_counter()
+            epochs = config.short_epochs if kind.endswith("_short") else config.final_epochs
+            if kind.startswith("scratch"):
+                model = build(arch, len(data.train.class_names))
+                fit_resumably(model, data, config, folder, epochs)
+                return trained_result(folder, model, data, started)
             net, _ = load_supernet(work / "supernet")
-            model, result = extract_subnet(net, arch, data.train, data.heldout, config.finetune_epochs,
+            brief = kind == "finetuned"
+            model, result = extract_subnet(net, arch, data.train, data.heldout, config.finetune_epochs if brief else 0,
                                            config.finetune_learning_rate, SEED)
+            if not brief:
+                fit_resumably(model, data, config, folder, epochs)
             return {"inherited_float_accuracy": result["inherited_accuracy"],
                     **trained_result(folder, model, data, started)}
 
         print(f"final ({kind}): {arch.describe()}", flush=True)
-        step = f"final {final_tag(arch)} " + ("scratch" if kind == "scratch" else "fine-tune")
-        rows.append(steps.json(folder / "result.json", step, scratch if kind == "scratch" else finetuned))
+        rows.append(steps.json(folder / "result.json", f"final {final_tag(arch)} {FINAL_KINDS[kind]}", compute))
     return rows
 
 
@@ -565,15 +581,16 @@ def final_tag(arch) -> str:
     return hashlib.sha1(arch.key.encode()).hexdigest()[:10]
 
 
-def final_rows(picks: list[dict | None], finetuned: list[dict | None], scratch: list[dict | None]
-               ) -> list[dict | None]:
+def final_rows(picks: list[dict | None], trained: dict[str, list[dict | None]]) -> list[dict | None]:
+    """Per budget: the picked net's tag, description and its result per kind of training (``trained``: kind ->
+    results in the order of ``picks``); None where no net was picked."""
     from pipeline.search.space import Arch
 
     rows = []
-    for chosen, tuned, alone in zip(picks, finetuned, scratch):
+    for index, chosen in enumerate(picks):
         arch = None if chosen is None else Arch.from_json(chosen["arch"])
-        rows.append(None if arch is None else {"tag": final_tag(arch), "describe": arch.describe(), "scratch": alone,
-                                               "finetuned": tuned})
+        rows.append(None if arch is None else {"tag": final_tag(arch), "describe": arch.describe(),
+                                               **{kind: results[index] for kind, results in trained.items()}})
     return rows
 
 
@@ -733,6 +750,32 @@ def _passes(curve: list[float], target: float) -> str:
     return "—"
 
 
+def saving_table(config: Config, rows: list[dict]) -> list[str]:
+    """Markdown lines: each searched net trained the four ways, to show how much training the supernet saves."""
+    budgets: dict[str, list[str]] = {}  # one line per net: the same net can be picked at several budgets
+    for r in rows:
+        if r["final"] is not None and "scratch_short" in r["final"]:
+            budgets.setdefault(r["final"]["tag"], []).append(f"α={r['budget']['alpha']:g}")
+    if not budgets:
+        return []
+    finals = {r["final"]["tag"]: r["final"] for r in rows if r["final"] is not None}
+    short, full = epochs(config.short_epochs), epochs(config.final_epochs)
+    lines = ["", f"What the supernet's weights save: each searched net from the supernet and from scratch, with the "
+             f"final-training recipe ({full}, peak learning rate and warm-up included) cut to {short}, beside the "
+             f"brief fine-tune of the goal ({epochs(config.finetune_epochs)} at learning rate "
+             f"{config.finetune_learning_rate:g}) and the full training; int8 held-out accuracy, training minutes "
+             "(wall) in brackets:", "",
+             f"| searched net (budget) | inherited (float) | fine-tune {epochs(config.finetune_epochs)} | "
+             f"from supernet {short} | from scratch {short} | from scratch {full} |", "|---|---:|---:|---:|---:|---:|"]
+    for tag, alphas in budgets.items():
+        final = finals[tag]
+        cells = [f"{final[k]['int8_accuracy']:.2%} ({final[k]['minutes']:.0f})"
+                 for k in ("finetuned", "finetuned_short", "scratch_short", "scratch")]
+        lines.append(f"| {tag} ({', '.join(alphas)}) | {final['finetuned']['inherited_float_accuracy']:.2%} | "
+                     f"{' | '.join(cells)} |")
+    return lines
+
+
 def render(config: Config, data: Data, checks: dict, budget_list: list[dict], supernet: dict, searches: dict,
            front: list[dict], zoo: list[dict], rows: list[dict], goals: list, latency: dict, steps: Steps,
            plots: tuple[str, str]) -> str:
@@ -807,6 +850,7 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
             f"{format(final['finetuned']['int8_accuracy'], '.2%') if final else '—'} | "
             f"{zoo_title(best) if best else '—'} | {format(best['int8_accuracy'], '.2%') if best else '—'} | "
             f"{format(latency[best['int8']], '.4f') if best else '—'} |")
+    lines += saving_table(config, rows)
     lines += ["", "Zoo nets:", "", "| net | meas. (ms) | float acc. | int8 acc. | training (min) |",
               "|---|---:|---:|---:|---:|"]
     for z in sorted(zoo, key=lambda z: latency[z["int8"]]):
@@ -884,12 +928,11 @@ def main() -> None:
     picks = steps.json(work / "picks.json", "picks",
                        lambda: {"picks": [pick(front, b["predicted_ms"]) for b in budget_list]})["picks"]
     # The fine-tunes first: after them nothing needs the supernet, so it need not outlive this session (its
-    # weights stay out of the committed run folder).
-    finetuned = train_finals(config, data, picks, work, steps, "finetuned")
-    # The searched nets from scratch before the zoo: the fine-tune goal needs only them, so its answer comes first.
-    scratch = train_finals(config, data, picks, work, steps, "scratch")
+    # weights stay out of the committed run folder). The searched nets before the zoo: the fine-tune goal needs
+    # only them, so its answer comes first.
+    kinds = [kind for kind in FINAL_KINDS if config.short_epochs or not kind.endswith("_short")]
+    finals = final_rows(picks, {kind: train_finals(config, data, picks, work, steps, kind) for kind in kinds})
     zoo = train_zoo(config, data, work, steps)
-    finals = final_rows(picks, finetuned, scratch)
     latency = measure_all(config, zoo, finals, work, steps)
     rows, goals = evaluate_goals(config, budget_list, zoo, finals, latency, steps)
     plots = tuple(os.path.relpath(PLOTS / f"{name}_{config.name}.png", ROOT) for name in ("search_front", "search_curves"))
