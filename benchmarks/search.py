@@ -759,13 +759,12 @@ def _passes(curve: list[float], target: float) -> str:
 
 def saving_table(config: Config, rows: list[dict]) -> list[str]:
     """Markdown lines: each searched net trained the four ways, to show how much training the supernet saves."""
-    budgets: dict[str, list[str]] = {}  # one line per net: the same net can be picked at several budgets
+    nets: dict[str, tuple[dict, list[str]]] = {}  # one line per net: the same net can be picked at several budgets
     for r in rows:
         if r["final"] is not None and "scratch_short" in r["final"]:
-            budgets.setdefault(r["final"]["tag"], []).append(f"α={r['budget']['alpha']:g}")
-    if not budgets:
+            nets.setdefault(r["final"]["tag"], (r["final"], []))[1].append(f"α={r['budget']['alpha']:g}")
+    if not nets:
         return []
-    finals = {r["final"]["tag"]: r["final"] for r in rows if r["final"] is not None}
     short, full = epochs(config.short_epochs), epochs(config.final_epochs)
     lines = ["", f"What the supernet's weights save: each searched net from the supernet and from scratch, with the "
              f"final-training recipe ({full}, peak learning rate and warm-up included) cut to {short}, beside the "
@@ -774,8 +773,7 @@ def saving_table(config: Config, rows: list[dict]) -> list[str]:
              "(wall) in brackets:", "",
              f"| searched net (budget) | inherited (float) | fine-tune {epochs(config.finetune_epochs)} | "
              f"from supernet {short} | from scratch {short} | from scratch {full} |", "|---|---:|---:|---:|---:|---:|"]
-    for tag, alphas in budgets.items():
-        final = finals[tag]
+    for tag, (final, alphas) in nets.items():
         cells = [f"{final[k]['int8_accuracy']:.2%} ({final[k]['minutes']:.0f})"
                  for k in ("finetuned", "finetuned_short", "scratch_short", "scratch")]
         lines.append(f"| {tag} ({', '.join(alphas)}) | {final['finetuned']['inherited_float_accuracy']:.2%} | "
