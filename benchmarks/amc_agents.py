@@ -94,7 +94,7 @@ def plot(results: list[dict], work: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.core.fsutil import atomic_path
+    from pipeline.core.fsutil import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for color, agent in zip(("tab:blue", "tab:red"), AGENTS):
@@ -114,11 +114,7 @@ def plot(results: list[dict], work: Path, path: Path) -> None:
     ax.set_title("AMC agents, MobileNet v1 α=0.5 on CIFAR-10 at 0.5x predicted latency")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def render(results: list[dict], episodes: int, plot_path: Path) -> str:

@@ -77,7 +77,7 @@ def random_width_file(number: int, work: Path) -> tuple[str, Path]:
     if path.is_file():
         return label, path
     from keras_models import build_model
-    from pipeline.core.fsutil import atomic_path
+    from pipeline.core.fsutil import write_bytes
     from pipeline.core.keras_convert import full_int8_flatbuffer
     from pipeline.core.tf_env import keras
     from pipeline.stages.channel_prune import channel_groups, prune_channels
@@ -88,8 +88,7 @@ def random_width_file(number: int, work: Path) -> tuple[str, Path]:
             for g in channel_groups(model) if g.prunable and g.size > 8}
     data = full_int8_flatbuffer(prune_channels(model, keep))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
+    write_bytes(path, data)
     return label, path
 
 
@@ -114,7 +113,7 @@ def large_kernel_file(number: int, work: Path) -> tuple[str, Path]:
     path = work / "large_kernel" / f"{number:03d}.tflite"
     if path.is_file():
         return label, path
-    from pipeline.core.fsutil import atomic_path
+    from pipeline.core.fsutil import write_bytes
     from pipeline.core.keras_convert import full_int8_flatbuffer
     from pipeline.core.tf_env import keras
     from pipeline.search.space import build
@@ -122,8 +121,7 @@ def large_kernel_file(number: int, work: Path) -> tuple[str, Path]:
     keras.backend.clear_session()
     data = full_int8_flatbuffer(build(arch, 10))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
+    write_bytes(path, data)
     return label, path
 
 

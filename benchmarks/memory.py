@@ -46,15 +46,14 @@ def zoo_file(name: str, alpha: float | None, size: int, work: Path) -> Path:
         return path
     from keras_models import build_model
     from pipeline.api import convert
-    from pipeline.core.fsutil import atomic_path
+    from pipeline.core.fsutil import write_bytes
     from pipeline.core.tf_env import keras
 
     keras.backend.clear_session()
     model = build_model(name, size, **({"alpha": alpha} if alpha is not None else {}))
     images = np.random.default_rng(0).integers(0, 256, (CALIBRATION_IMAGES, size, size, 3), dtype=np.uint8)
     data = convert(model, "ptq_int8", images, io_dtype="uint8")
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
+    write_bytes(path, data)
     return path
 
 

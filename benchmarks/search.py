@@ -679,7 +679,7 @@ def plot_front(config: Config, zoo: list[dict], rows: list[dict], pool: list[dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.core.fsutil import atomic_path
+    from pipeline.core.fsutil import save_figure
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     for family in dict.fromkeys(r["family"] for r in zoo):
@@ -716,11 +716,7 @@ def plot_front(config: Config, zoo: list[dict], rows: list[dict], pool: list[dic
     right.set_ylabel("inherited-weight accuracy on search validation (%)")
     right.set_title("front of every scored candidate; ★ picked, : budgets")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_curves(searches: dict, budget_list: list[dict], path: Path) -> None:
@@ -729,7 +725,7 @@ def plot_curves(searches: dict, budget_list: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.core.fsutil import atomic_path
+    from pipeline.core.fsutil import save_figure
 
     fig, axes = plt.subplots(1, len(budget_list), figsize=(5 * len(budget_list), 4), squeeze=False)
     for index, (ax, budget) in enumerate(zip(axes[0], budget_list)):
@@ -743,11 +739,7 @@ def plot_curves(searches: dict, budget_list: list[dict], path: Path) -> None:
         ax.set_xlabel("scored candidates")
         ax.set_ylabel("best reward so far (%)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _passes(curve: list[float], target: float) -> str:

@@ -59,6 +59,20 @@ def _jsonable(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def save_figure(fig, target: str | Path) -> Path:
+    """Lay out a matplotlib figure, write it atomically (format from the suffix) and close it: pyplot keeps every
+    open figure alive otherwise."""
+    import matplotlib.pyplot as plt
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return target
+
+
 def save_keras_model(model, target: str | Path) -> Path:
     """Save a Keras model (duck-typed: ``count_params`` and ``save``) atomically, without its optimizer.
 

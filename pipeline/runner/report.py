@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core.fsutil import atomic_path, write_json, write_text
+from pipeline.core.fsutil import save_figure, write_json, write_text
 from pipeline.runner.config import RunConfig
 from pipeline.stages.artifacts import DEPLOYABLE, LABELS, ROW_TITLES
 from pipeline.targets import TARGETS
@@ -130,7 +130,4 @@ def _plot(target: Path, rows: list[dict]) -> None:
         ax.grid(alpha=0.3)
         ax.margins(x=0.3, y=0.15)  # room for the point labels
     fig.suptitle("Accuracy vs size vs latency per stage")
-    fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, target)

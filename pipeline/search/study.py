@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.core.data import ImageSet
 from pipeline.core.errors import PipelineError, first_line
-from pipeline.core.fsutil import atomic_path, write_json, write_text
+from pipeline.core.fsutil import save_figure, write_json, write_text
 from pipeline.latency.predict import predict_flatbuffer
 from pipeline.latency.table import LatencyTable
 from pipeline.search.deployable import DeployabilityCheck
@@ -408,7 +408,4 @@ def _plot(trained: list[dict], front: list[dict], zoo: list[dict], settings: Sea
     ax.set_ylabel("accuracy after proxy training (%)")
     ax.set_title(f"{settings.strategy} search for {settings.target}")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -33,7 +33,7 @@ import numpy as np
 
 from pipeline.core.data import ImageSet
 from pipeline.core.errors import PipelineError
-from pipeline.core.fsutil import atomic_path, save_keras_model, write_json
+from pipeline.core.fsutil import save_figure, save_keras_model, write_json
 from pipeline.core.keras_convert import full_int8_flatbuffer
 from pipeline.core.tf_env import keras
 from pipeline.latency.channels import ChannelLatency
@@ -744,10 +744,7 @@ def _plot(report: dict, path: Path) -> None:
     ax.set_title(f"{report['strategy']}: {report['model']}")
     ax.invert_xaxis()
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def adapt_file(model_path: str | Path, data: str, table_path: str | Path, settings: AdaptSettings, out: str | Path,
