@@ -622,6 +622,32 @@ def test_cli_build_errors_are_one_line(tmp_path: Path):
     assert result.exit_code != 0 and "cpu-int4" in result.output and not (tmp_path / "t.json").exists()
 
 
+def test_check_passes_a_fresh_table_and_fails_one_from_a_slower_machine(table_file: Path, tmp_path: Path):
+    fresh = json_output(invoke("latency", "check", "--table", table_file, "--per-op", "2", "--json"))
+    assert fresh["kernels"] >= 2 * 5 and set(fresh["by_op"]) <= set(load_table(table_file).ops)
+    assert 0.5 < fresh["ratio"] < 2.0  # the same machine, rough timings (a few ms a kernel) under test load
+    raw = _table_json(table_file)
+    slower = tmp_path / "slower.json"  # as if built where every kernel took 4x as long
+    slower.write_text(json.dumps({**raw, "kernels": [[k, 4 * ms] for k, ms in raw["kernels"]]}))
+    result = invoke("latency", "check", "--table", slower, "--per-op", "2")
+    assert result.exit_code == 1, result.output
+    assert "rebuild it here" in result.output.splitlines()[0] and "by op: " in result.output
+    drifted = json.loads(invoke("latency", "check", "--table", slower, "--per-op", "2", "--json").output)
+    assert drifted["drifted"] and drifted["ratio"] < 0.5 and drifted["ratio"] == pytest.approx(fresh["ratio"] / 4,
+                                                                                                rel=0.5)
+
+
+def test_check_refuses_another_thread_count_or_a_phone_table(table: LatencyTable, table_file: Path, tmp_path: Path):
+    from pipeline.latency.table import check_drift
+
+    with pytest.raises(PipelineError, match="1 thread"):
+        check_drift(table, LocalMeasurer(threads=2))
+    raw = _table_json(table_file)
+    phone = tmp_path / "phone.json"
+    phone.write_text(json.dumps({**raw, "measured_by": {**raw["measured_by"], "target": "android-gpu"}}))
+    assert_cli_error(invoke("latency", "check", "--table", phone), "android-gpu", "--adb")
+
+
 def test_cli_predict_a_tflite(table_file: Path, table: LatencyTable, reference_model: Path):
     result = json_output(invoke("latency", "predict", reference_model, "--table", table_file, "--threads", "1",
                                 "--json"))

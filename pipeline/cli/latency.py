@@ -178,4 +178,42 @@ def predict(model: str, table: Path, threads: int | None, measure: bool, top: in
     emit(result, as_json, human)
 
 
+@latency.command()
+@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Latency table from `tflpipe latency build`.")
+@click.option("--per-op", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="Kernels of each op family timed again.")
+@click.option("--tolerance", type=click.FloatRange(0.0, 10.0, min_open=True), default=0.10, show_default=True,
+              help="Largest shift of the median (now / table) that passes.")
+@_phone_options
+@json_option
+def check(table: Path, per_op: int, tolerance: float, serial: str | None, delegate: str | None,
+          benchmark_binary: str | None, as_json: bool) -> None:
+    """Does TABLE still describe this machine (or the phone, --adb)? Times some of its kernels again.
+
+    Exits 1 when they run more than --tolerance faster or slower than the table says: predictions from it are
+    that far off, so rebuild it here. A cloud machine of the same CPU name can be another host."""
+    from pipeline.core.errors import PipelineError
+    from pipeline.latency.measure import LocalMeasurer
+    from pipeline.latency.table import check_drift, load_table
+
+    loaded = load_table(table)
+    measurer = _phone(serial, delegate, benchmark_binary, loaded.threads) or LocalMeasurer(threads=loaded.threads)
+    if measurer.target != loaded.device:
+        raise PipelineError(f"{table} was measured on {loaded.device}, not {measurer.target}: check it there"
+                            + ("" if loaded.device == "cpu" else " (--adb SERIAL --delegate ...)"))
+    result = {"table": str(table), **check_drift(loaded, measurer, per_op, tolerance=tolerance)}
+
+    def human(d: dict) -> str:
+        verdict = (f"off by {d['ratio']:.2f}x: rebuild it here with `tflpipe latency build`" if d["drifted"]
+                   else "holds")
+        return (f"{d['table']}: {verdict} (median now / table of {d['kernels']} kernels {d['ratio']:.2f}x, "
+                f"{d['within_tolerance']:.0%} within ±{d['tolerance']:.0%}; built {d['built'] or '?'})\n"
+                "by op: " + ", ".join(f"{k} {v:.2f}x" for k, v in d["by_op"].items()))
+
+    emit(result, as_json, human)
+    if result["drifted"]:
+        raise click.exceptions.Exit(1)
+
+
 COMMANDS = [latency]

@@ -411,6 +411,44 @@ def load_table(path: str | Path) -> LatencyTable:
     return LatencyTable(meta, rows)
 
 
+DRIFT_TOLERANCE = 0.10  # the predictor's own accuracy goal: a larger shift is the table's, not the model's error
+DRIFT_MIN_MS = 0.01  # kernels this fast are mostly invoke overhead and timer noise: not drawn for the check
+
+
+def check_drift(table: LatencyTable, measurer: Measurer, per_op: int = 3, seed: int = 0,
+                tolerance: float = DRIFT_TOLERANCE) -> dict:
+    """Time ``per_op`` of the table's own kernels of every op family again on ``measurer`` and compare.
+
+    A table is only as good as the machine it was measured on: the same CPU name in a cloud can be another host
+    (here a table built on one session's machine predicted every 64 px net 2.0-2.3x too fast on a later one,
+    hard-swish nets 1.45x), and a phone's clocks change with its thermal state. ``ratio`` is the median of now /
+    then over the kernels drawn (those of at least ``DRIFT_MIN_MS``); ``drifted`` when it is off by more than
+    ``tolerance``, in which case predictions are that far off too and the table should be rebuilt here."""
+    if measurer.threads != table.threads:
+        raise PipelineError(f"the table was measured at {table.threads} thread(s), not {measurer.threads}")
+    rng = np.random.default_rng(seed)
+    drawn: list[tuple[str, Kernel, float]] = []
+    by_family: dict[str, list[tuple[Kernel, float]]] = {}
+    for kernel, ms in table.rows:
+        if not is_cold(kernel) and ms >= DRIFT_MIN_MS:
+            by_family.setdefault(family(kernel), []).append((kernel, ms))
+    for name, rows in sorted(by_family.items()):
+        for index in rng.choice(len(rows), min(per_op, len(rows)), replace=False):
+            drawn.append((name, *rows[index]))
+    if not drawn:
+        raise PipelineError(f"the table has no kernel of at least {DRIFT_MIN_MS} ms to time again")
+    ratios: dict[str, list[float]] = {}
+    for name, kernel, then in drawn:
+        ratios.setdefault(name, []).append(measurer.time(synthesize(kernel)) / then)
+    every = [r for values in ratios.values() for r in values]
+    ratio = float(np.median(every))
+    return {"ratio": ratio, "drifted": abs(ratio - 1) > tolerance, "tolerance": tolerance, "kernels": len(every),
+            "within_tolerance": float(np.mean([abs(r - 1) <= tolerance for r in every])),
+            "by_op": {name: float(np.median(values)) for name, values in ratios.items()},
+            "table_measured_by": table.meta.get("measured_by", {}), "built": table.meta.get("built"),
+            "now_measured_by": measurer.describe()}
+
+
 # --- building --------------------------------------------------------------------------------------------------
 
 NULL_KERNEL = Kernel("ADD", (TensorSpec((1, 1)), TensorSpec((1, 1))), (TensorSpec((1, 1)),))
