@@ -594,21 +594,27 @@ def final_rows(picks: list[dict | None], trained: dict[str, list[dict | None]]) 
     return rows
 
 
-def measure_all(config: Config, zoo: list[dict], finals: list[dict | None], work: Path, steps: Steps) -> dict:
-    """Every int8 file in one alternating pass; re-measured only when the set of files changes."""
+def measure_all(config: Config, zoo: list[dict], finals: list[dict | None], table, work: Path,
+                steps: Steps) -> tuple[dict, dict]:
+    """Every int8 file in one alternating pass, and how far the machine of the pass is from the latency table's
+    (``tflpipe latency check``: the table may come from another session's host); measured again only when the set
+    of files changes."""
+    from pipeline.core.fsutil import write_json
+    from pipeline.latency.measure import LocalMeasurer
+    from pipeline.latency.table import check_drift
+
     files = sorted({r["int8"] for r in zoo} | {f[k]["int8"] for f in finals if f for k in ("scratch", "finetuned")})
     path = work / "latency.json"
     if path.is_file():
         saved = json.loads(path.read_text())
-        if sorted(saved["ms"]) == files:
-            return saved["ms"]
+        if sorted(saved["ms"]) == files and "table_drift" in saved:
+            return saved["ms"], saved["table_drift"]
     started = steps.start()
     measured = measure_alternating({f: (work / f).read_bytes() for f in files}, config.latency_rounds)
-    from pipeline.core.fsutil import write_json
-
-    write_json(path, {"ms": measured})
+    drift = check_drift(table, LocalMeasurer(threads=1))
+    write_json(path, {"ms": measured, "table_drift": drift})
     steps.stop("latency pass", started)
-    return measured
+    return measured, drift
 
 
 # --- goals, plots, report ----------------------------------------------------------------------------------
@@ -773,9 +779,24 @@ def saving_table(config: Config, rows: list[dict]) -> list[str]:
     return lines
 
 
+def drift_note(drift: dict) -> str:
+    """What the latency table's drift on the machine of the latency pass means for the numbers below."""
+    ops = ", ".join(f"{name} {drift['by_op'][op]:.2f}x" for op, name in (
+        ("CONV_2D", "convolutions"), ("DEPTHWISE_CONV_2D", "depthwise"), ("HARD_SWISH", "hard-swish"))
+        if op in drift["by_op"])
+    head = (f"Latency table on the machine of the pass (`tflpipe latency check`, {drift['kernels']} of its kernels "
+            f"timed again): they ran {drift['ratio']:.2f}x their table times ({ops}).")
+    if not drift["drifted"]:
+        return head + " The table holds here: measured and predicted latencies are comparable."
+    return head + (" The table was measured on another host, so every measured latency below sits above its "
+                   "prediction, and not by one factor: nets with hard-swish lose less here. The goals compare "
+                   "latencies measured in this one pass, which the drift leaves comparable; the budgets the search was "
+                   "held to are the table's predictions.")
+
+
 def render(config: Config, data: Data, checks: dict, budget_list: list[dict], supernet: dict, searches: dict,
-           front: list[dict], zoo: list[dict], rows: list[dict], goals: list, latency: dict, steps: Steps,
-           plots: tuple[str, str]) -> str:
+           front: list[dict], zoo: list[dict], rows: list[dict], goals: list, latency: dict, drift: dict,
+           steps: Steps, plots: tuple[str, str]) -> str:
     space = config.space
     smoke = config.name == "smoke"
     alphas = ", ".join(format(b["alpha"], "g") for b in budget_list)
@@ -796,7 +817,7 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
         "settings; every latency is LiteRT int8 at 1 thread, all files measured in one pass of "
         f"{config.latency_rounds} alternating rounds. The machine is shared (another benchmark trains on both cores): "
         "latencies are paired within the pass; times are given as wall-clock under that load and as CPU time / 2 "
-        "(the time on 2 dedicated cores kept busy).", "",
+        "(the time on 2 dedicated cores kept busy).", "", drift_note(drift), "",
         f"Search space: resolution {config.input_size}, kernels {list(space['kernels'])}, "
         f"expansions {list(space['expansions'])}, "
         f"depths {list(space['depths'])}, widths {list(space['widths'])}, squeeze-excite {list(space['se'])}, "
@@ -933,13 +954,13 @@ def main() -> None:
     kinds = [kind for kind in FINAL_KINDS if config.short_epochs or not kind.endswith("_short")]
     finals = final_rows(picks, {kind: train_finals(config, data, picks, work, steps, kind) for kind in kinds})
     zoo = train_zoo(config, data, work, steps)
-    latency = measure_all(config, zoo, finals, work, steps)
+    latency, drift = measure_all(config, zoo, finals, table, work, steps)
     rows, goals = evaluate_goals(config, budget_list, zoo, finals, latency, steps)
     plots = tuple(os.path.relpath(PLOTS / f"{name}_{config.name}.png", ROOT) for name in ("search_front", "search_curves"))
     plot_front(config, zoo, rows, pool, front, latency, ROOT / plots[0])
     plot_curves(searches, budget_list, ROOT / plots[1])
-    markdown = render(config, data, checks, budget_list, supernet, searches, front, zoo, rows, goals, latency, steps,
-                      plots)
+    markdown = render(config, data, checks, budget_list, supernet, searches, front, zoo, rows, goals, latency, drift,
+                      steps, plots)
     if not args.no_write:
         write_section("search", markdown)
     print(markdown)
