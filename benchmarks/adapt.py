@@ -192,9 +192,10 @@ def _table_here(work: Path, scale: Scale):
     from pipeline.latency.table import BuildPlan, build_table, check_drift, load_table
 
     timer = LocalMeasurer(threads=1)
-    drift = check_drift(load_table(run_table(work)), timer)
+    table = load_table(run_table(work))
+    drift = check_drift(table, timer)
     if not drift["drifted"]:
-        return drift, load_table(run_table(work))
+        return drift, table
     path = work / HERE_TABLE
     if path.is_file():
         if not check_drift(here := load_table(path), timer)["drifted"]:
@@ -234,6 +235,7 @@ def _choose_alpha(row: Row, adapted_int8: Path) -> dict:
 def run_row(row: Row, work: Path, final_epochs: int, labels_only: bool = False, scale: Scale = FULL) -> dict:
     from pipeline.api import load_config
     from pipeline.core.data import split
+    from pipeline.latency.predict import predict_flatbuffer
     from pipeline.latency.table import load_table
     from pipeline.stages.adapt import AdaptSettings, adapt
     from pipeline.stages.convert import load_keras_model
@@ -299,8 +301,6 @@ def run_row(row: Row, work: Path, final_epochs: int, labels_only: bool = False, 
     if labels_only_int8.is_file():
         accuracy["adapted_labels_only"] = _accuracy(labels_only_int8, val)
     latency = dict(zip(("base", "adapted", "multiplier"), _measure([base_int8, adapted_int8, multiplier_int8])))
-    from pipeline.latency.predict import predict_flatbuffer
-
     drift, here = _table_here(work, scale)
     seconds = report.get("seconds", {})
     final_seconds = sum(r.get("seconds", {}).get("final", 0.0) for (r, _), _ in tries)

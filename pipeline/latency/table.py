@@ -427,19 +427,17 @@ def check_drift(table: LatencyTable, measurer: Measurer, per_op: int = 3, seed: 
     if measurer.threads != table.threads:
         raise PipelineError(f"the table was measured at {table.threads} thread(s), not {measurer.threads}")
     rng = np.random.default_rng(seed)
-    drawn: list[tuple[str, Kernel, float]] = []
     by_family: dict[str, list[tuple[Kernel, float]]] = {}
     for kernel, ms in table.rows:
         if not is_cold(kernel) and ms >= DRIFT_MIN_MS:
             by_family.setdefault(family(kernel), []).append((kernel, ms))
-    for name, rows in sorted(by_family.items()):
-        for index in rng.choice(len(rows), min(per_op, len(rows)), replace=False):
-            drawn.append((name, *rows[index]))
-    if not drawn:
+    if not by_family:
         raise PipelineError(f"the table has no kernel of at least {DRIFT_MIN_MS} ms to time again")
     ratios: dict[str, list[float]] = {}
-    for name, kernel, then in drawn:
-        ratios.setdefault(name, []).append(measurer.time(synthesize(kernel)) / then)
+    for name, rows in sorted(by_family.items()):
+        for index in rng.choice(len(rows), min(per_op, len(rows)), replace=False):
+            kernel, then = rows[index]
+            ratios.setdefault(name, []).append(measurer.time(synthesize(kernel)) / then)
     every = [r for values in ratios.values() for r in values]
     ratio = float(np.median(every))
     return {"ratio": ratio, "drifted": abs(ratio - 1) > tolerance, "tolerance": tolerance, "kernels": len(every),
