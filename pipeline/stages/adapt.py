@@ -42,6 +42,9 @@ from pipeline.stages.channel_prune import channel_groups, layer_channels, prune_
 from pipeline.stages.options import ADAPT_FINAL_FIELDS, AdaptSettings, parse_budget  # noqa: F401 (re-exported)
 from pipeline.stages.train import Distillation, FitSettings, fit, keras_accuracy, recalibrate_batchnorm
 
+# A measured latency this far from the prediction (the latency model's goal is ±10%) points at the table, not at
+# the model: `adapt` says how to check it.
+STALE_TABLE_HINT = 0.25
 
 def _compositions(model: keras.Model) -> dict[str, tuple[int, ...]]:
     return {name: lc.outputs[0] for name, lc in layer_channels(model).items() if len(lc.outputs) == 1}
@@ -784,6 +787,9 @@ def adapt_file(model_path: str | Path, data: str, table_path: str | Path, settin
             report["measured_before_ms"] = float(np.median([p[0] for p in pairs]))
             report["measured_after_ms"] = float(np.median([p[1] for p in pairs]))
             report["predicted_over_measured"] = report["predicted_ms"] / report["measured_after_ms"]
+            if abs(report["predicted_over_measured"] - 1) > STALE_TABLE_HINT:
+                log(f"measured {1 / report['predicted_over_measured']:.2f}x the table's prediction: a table from "
+                    f"another machine does that (`tflpipe latency check --table {table_path}` tells)")
     if settings.memory_budget_mb is not None:
         report["predicted_memory_mb"] = predicted_memory_mb(adapted, table.threads)
     write_json(out / "report.json", report)
