@@ -426,6 +426,9 @@ def check_drift(table: LatencyTable, measurer: Measurer, per_op: int = 3, seed: 
     ``tolerance``, in which case predictions are that far off too and the table should be rebuilt here."""
     if measurer.threads != table.threads:
         raise PipelineError(f"the table was measured at {table.threads} thread(s), not {measurer.threads}")
+    if measurer.target != table.device:
+        raise PipelineError(f"the table was measured on {table.device}, not {measurer.target}: check it there"
+                            + ("" if table.device == "cpu" else " (--adb SERIAL --delegate ...)"))
     rng = np.random.default_rng(seed)
     by_family: dict[str, list[tuple[Kernel, float]]] = {}
     for kernel, ms in table.rows:
