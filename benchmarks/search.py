@@ -160,6 +160,7 @@ class Steps:
             return json.loads(path.read_text())
         started = self.start()
         value = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, value)
         self.stop(step, started)
         return value
@@ -590,11 +591,12 @@ def final_rows(picks: list[dict | None], trained: dict[str, list[dict | None]]) 
     for index, chosen in enumerate(picks):
         arch = None if chosen is None else Arch.from_json(chosen["arch"])
         rows.append(None if arch is None else {"tag": final_tag(arch), "describe": arch.describe(),
+                                               "arch": chosen["arch"],
                                                **{kind: results[index] for kind, results in trained.items()}})
     return rows
 
 
-def measure_all(config: Config, zoo: list[dict], finals: list[dict | None], table, work: Path,
+def measure_all(config: Config, zoo: list[dict], finals: list[dict | None], scaled: list[dict], table, work: Path,
                 steps: Steps) -> tuple[dict, dict]:
     """Every int8 file in one alternating pass, and how far the machine of the pass is from the latency table's
     (``tflpipe latency check``: the table may come from another session's host); measured again only when the set
@@ -603,7 +605,8 @@ def measure_all(config: Config, zoo: list[dict], finals: list[dict | None], tabl
     from pipeline.latency.measure import LocalMeasurer
     from pipeline.latency.table import check_drift
 
-    files = sorted({r["int8"] for r in zoo} | {f[k]["int8"] for f in finals if f for k in ("scratch", "finetuned")})
+    files = sorted({r["int8"] for r in zoo} | {f[k]["int8"] for f in finals if f for k in ("scratch", "finetuned")}
+                   | {s["scratch"]["int8"] for s in scaled})
     path = work / "latency.json"
     if path.is_file():
         saved = json.loads(path.read_text())
@@ -615,6 +618,99 @@ def measure_all(config: Config, zoo: list[dict], finals: list[dict | None], tabl
     write_json(path, {"ms": measured, "table_drift": drift})
     steps.stop("latency pass", started)
     return measured, drift
+
+
+# --- compound scaling --------------------------------------------------------------------------------------
+# EfficientNet's compound scaling at the benchmark's fixed input size (the goals compare nets at one input size, so
+# γ = 1): the best searched net from scratch grown by depth α and width β over this grid, each point measured int8
+# against the budgets' MobileNet v2 in one alternating pass; per budget, the point with the most MACs measured under
+# SCALE_MARGIN of MobileNet v2 (the most compute the budget buys; the margin absorbs the pass-to-pass noise of the
+# final latency pass) is trained from scratch as the zoo nets are. The grid is scaled's only search, so its time
+# counts toward the search-time goal.
+SCALE_GRIDS = {"full": ((1.0, 1.3, 1.6), tuple(round(1.1 + 0.1 * i, 1) for i in range(10))),
+               "smoke": ((1.0, 1.5), (1.2, 1.6))}
+SCALE_MARGIN = 0.97
+
+
+def scaling_base(finals: list[dict | None]) -> dict | None:
+    """The searched net that scored best trained from scratch: compound scaling's base."""
+    trained = [f for f in finals if f is not None]
+    return max(trained, key=lambda f: f["scratch"]["int8_accuracy"], default=None)
+
+
+def scale_grid(config: Config, base: dict, zoo: list[dict], data: Data, work: Path, steps: Steps) -> dict:
+    """Every grid point of ``base`` (a final row) converted to int8 and measured beside the base and the budgets'
+    MobileNet v2 (cached)."""
+
+    def compute() -> dict:
+        from keras_models.macs import count
+        from pipeline.core.keras_convert import full_int8_flatbuffer
+        from pipeline.core.tf_env import keras
+        from pipeline.search.scaling import Coefficients, scale
+        from pipeline.search.space import Arch, build
+
+        arch = Arch.from_json(base["arch"])
+        references = {f"{r['alpha']:g}": r["int8"] for r in zoo if r["family"] == "mobilenet_v2"
+                      and r["alpha"] in config.budget_alphas}  # JSON keys: α as text
+        files = {f"mobilenet_v2 {alpha}": (work / path).read_bytes() for alpha, path in references.items()}
+        files["base"] = (work / base["scratch"]["int8"]).read_bytes()
+        points = []
+        depths, widths = SCALE_GRIDS[config.name]
+        for depth in depths:
+            for width in widths:
+                grown = scale(arch, Coefficients(depth, width, 1.0), 1)
+                keras.backend.clear_session()
+                model = build(grown, len(data.train.class_names))
+                key = f"depth {depth:g} width {width:g}"
+                files[key] = full_int8_flatbuffer(model)
+                points.append({"depth": depth, "width": width, "key": key, "arch": grown.to_json(),
+                               "describe": grown.describe(), **count(model).as_dict()})
+                print(f"  scaling: {key} converted", flush=True)
+        measured = measure_alternating(files, config.latency_rounds)
+        for point in points:
+            point["measured_ms"] = measured.pop(point["key"])
+        return {"base": base["tag"], "base_ms": measured.pop("base"), "points": points,
+                "references": {alpha: measured[f"mobilenet_v2 {alpha}"] for alpha in references}}
+
+    return steps.json(work / "scaling" / "grid.json", "search scaling", compute)
+
+
+def scale_picks(grid: dict) -> dict[str, dict]:
+    """Per budget (α as text), the grid point with the most MACs measured under SCALE_MARGIN of its MobileNet v2."""
+    picks = {}
+    for alpha, limit in grid["references"].items():
+        under = [p for p in grid["points"] if p["measured_ms"] <= SCALE_MARGIN * limit]
+        if under:
+            picks[alpha] = max(under, key=lambda p: p["macs"])
+    return picks
+
+
+def train_scaled(config: Config, data: Data, base: dict, picks: dict[str, dict], work: Path,
+                 steps: Steps) -> list[dict]:
+    """Each picked grid point trained from scratch with the final-training recipe, int8, scored (cached), the
+    largest budget first: compound scaling is for the larger budgets. Shaped as final rows (tag, describe,
+    scratch) so the goals weigh them as searched nets."""
+    from pipeline.core.tf_env import keras
+    from pipeline.search.space import Arch, build
+
+    rows = []
+    for point in sorted({p["key"]: p for p in picks.values()}.values(), key=lambda p: -p["measured_ms"]):
+        arch = Arch.from_json(point["arch"])
+        tag = final_tag(arch)
+        folder = work / "scaling" / f"{tag}_scratch"
+
+        def compute(arch=arch, folder=folder) -> dict:
+            keras.backend.clear_session()
+            started = time.perf_counter()
+            model = build(arch, len(data.train.class_names))
+            fit_resumably(model, data, config, folder)
+            return trained_result(folder, model, data, started)
+
+        print(f"scaled ({point['key']} of {base['tag']}): {arch.describe()}", flush=True)
+        result = steps.json(folder / "result.json", f"scaled {tag} scratch", compute)
+        rows.append({"tag": tag, "describe": arch.describe(), "scaled": {
+            "base": base["tag"], "depth": point["depth"], "width": point["width"]}, "scratch": result})
+    return rows
 
 
 # --- goals, plots, report ----------------------------------------------------------------------------------
@@ -631,14 +727,23 @@ def zoo_title(row: dict) -> str:
     return row["family"] + ("" if row["alpha"] is None else f" α={row['alpha']:g}")
 
 
+def searched_title(row: dict) -> str:
+    """A searched net's tag, and where it comes from when compound scaling grew it."""
+    grown = row.get("scaled")
+    return row["tag"] + (f" ({grown['base']} scaled: depth x{grown['depth']:g}, width x{grown['width']:g})"
+                         if grown else "")
+
+
 def evaluate_goals(config: Config, budget_list: list[dict], zoo: list[dict], finals: list[dict | None],
-                   latency: dict, steps: Steps) -> tuple[list[dict], list[tuple[str, str, bool | None]]]:
-    """Per budget, the zoo is compared with the searched front's trained points: the most accurate searched net
-    trained from scratch whose measured latency is at or under the budget's MobileNet v2 (the net picked for a
-    smaller budget can be it); the fine-tune goal is each picked net's own."""
+                   scaled: list[dict], latency: dict, steps: Steps
+                   ) -> tuple[list[dict], list[tuple[str, str, bool | None]]]:
+    """Per budget, the zoo is compared with the searched front's trained points and their compound-scaled nets:
+    the most accurate searched net trained from scratch whose measured latency is at or under the budget's
+    MobileNet v2 (the net picked for a smaller budget can be it); the fine-tune goal is each picked net's own."""
     rows, goals = [], []
     mobilenet = {r["alpha"]: r for r in zoo if r["family"] == "mobilenet_v2"}
-    trained = {f["tag"]: f for f in finals if f is not None}  # each searched net once, however many budgets picked it
+    # each searched net once, however many budgets picked it
+    trained = {f["tag"]: f for f in [*finals, *scaled] if f is not None}
     for budget, final in zip(budget_list, finals):
         reference = mobilenet.get(budget["alpha"])
         limit = latency[reference["int8"]] if reference else None
@@ -660,7 +765,7 @@ def evaluate_goals(config: Config, budget_list: list[dict], zoo: list[dict], fin
             gain = accuracy - best_zoo["int8_accuracy"]
             goals.append((f"at {at} ({limit:.4f} ms): the best searched net at or under it (from scratch, int8) beats "
                           "every zoo net at or under it (domination at this budget)",
-                          f"{best['tag']} {accuracy:.2%} at {searched_ms:.4f} ms vs {zoo_title(best_zoo)} "
+                          f"{searched_title(best)} {accuracy:.2%} at {searched_ms:.4f} ms vs {zoo_title(best_zoo)} "
                           f"{best_zoo['int8_accuracy']:.2%} at {latency[best_zoo['int8']]:.4f} ms", gain > 0))
             goals.append((f"at {at}: ≥ {GAIN_GOAL * 100:.1f} points over the best zoo net at or under it",
                           f"{gain * 100:+.2f} points", gain >= GAIN_GOAL))
@@ -678,8 +783,8 @@ def evaluate_goals(config: Config, budget_list: list[dict], zoo: list[dict], fin
     return rows, goals
 
 
-def plot_front(config: Config, zoo: list[dict], rows: list[dict], pool: list[dict], front: list[dict], latency: dict,
-               path: Path) -> None:
+def plot_front(config: Config, zoo: list[dict], rows: list[dict], scaled: list[dict], pool: list[dict],
+               front: list[dict], latency: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -700,6 +805,9 @@ def plot_front(config: Config, zoo: list[dict], rows: list[dict], pool: list[dic
         points = sorted((latency[r["final"][key]["int8"]], 100 * r["final"][key]["int8_accuracy"]) for r in done)
         if points:
             left.plot(*zip(*points), style, markersize=10, label=label)
+    if scaled:
+        left.plot(*zip(*sorted((latency[s["scratch"]["int8"]], 100 * s["scratch"]["int8_accuracy"]) for s in scaled)),
+                  "gP-", markersize=10, label="searched, compound-scaled (from scratch)")
     for r in rows:
         if r["limit_ms"] is not None:
             left.axvline(r["limit_ms"], color="grey", linestyle=":", linewidth=1)
@@ -779,6 +887,40 @@ def saving_table(config: Config, rows: list[dict]) -> list[str]:
     return lines
 
 
+def scaling_table(config: Config, grid: dict | None, scaled: list[dict], latency: dict) -> list[str]:
+    """The compound-scaling grid (measured latency against the base's, MACs) and what each budget got from it."""
+    if grid is None:
+        return []
+    depths, widths = SCALE_GRIDS[config.name]
+    points = {(p["depth"], p["width"]): p for p in grid["points"]}
+    lines = ["", f"Compound scaling (EfficientNet) of {grid['base']}, the best searched net trained from scratch, at "
+             f"{config.input_size} px (resolution fixed: the goals compare nets at one input size): depth x α and "
+             "width x β over the grid, each point int8, measured in one alternating pass beside the base "
+             f"({grid['base_ms']:.4f} ms there) and the budgets' MobileNet v2. Per budget, the point with the most "
+             f"MACs measured under {SCALE_MARGIN:.0%} of MobileNet v2 (the most compute the budget buys) is trained "
+             "from scratch as the zoo nets are. Grid: measured latency / the base's (MMACs):", "",
+             "| depth ↓ width → | " + " | ".join(f"x{w:g}" for w in widths) + " |", "|---|" + "---:|" * len(widths)]
+    for depth in depths:
+        lines.append(f"| x{depth:g} | " + " | ".join(
+            f"{points[depth, w]['measured_ms'] / grid['base_ms']:.2f}x ({points[depth, w]['macs'] / 1e6:.1f})"
+            for w in widths) + " |")
+    lines += ["", "| budget | MobileNet v2 in the grid's pass (ms) | picked point | its ms there | MMACs | params | "
+              "int8 held-out | meas. in the final pass (ms) |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    picks = scale_picks(grid)
+    for alpha, limit in grid["references"].items():
+        point = picks.get(alpha)
+        if point is None:
+            lines.append(f"| α={alpha} | {limit:.4f} | none under {SCALE_MARGIN:.0%} of it | | | | | |")
+            continue
+        trained = next((s["scratch"] for s in scaled if (s["scaled"]["depth"], s["scaled"]["width"])
+                        == (point["depth"], point["width"])), None)
+        lines.append(f"| α={alpha} | {limit:.4f} | depth x{point['depth']:g}, width x{point['width']:g} | "
+                     f"{point['measured_ms']:.4f} | {point['macs'] / 1e6:.1f} | {point['params']:,} | "
+                     f"{format(trained['int8_accuracy'], '.2%') if trained else '—'} | "
+                     f"{format(latency[trained['int8']], '.4f') if trained else '—'} |")
+    return lines
+
+
 def drift_note(drift: dict) -> str:
     """What the latency table's drift on the machine of the latency pass means for the numbers below."""
     ops = ", ".join(f"{name} {drift['by_op'][op]:.2f}x" for op, name in (
@@ -796,8 +938,8 @@ def drift_note(drift: dict) -> str:
 
 
 def render(config: Config, data: Data, checks: dict, budget_list: list[dict], supernet: dict, searches: dict,
-           front: list[dict], zoo: list[dict], rows: list[dict], goals: list, latency: dict, drift: dict,
-           steps: Steps, plots: tuple[str, str]) -> str:
+           front: list[dict], zoo: list[dict], rows: list[dict], grid: dict | None, scaled: list[dict], goals: list,
+           latency: dict, drift: dict, steps: Steps, plots: tuple[str, str]) -> str:
     space = config.space
     smoke = config.name == "smoke"
     alphas = ", ".join(format(b["alpha"], "g") for b in budget_list)
@@ -869,10 +1011,11 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
             f"{format(r['searched_ms'], '.4f') if final else '—'} | "
             f"{format(final['scratch']['int8_accuracy'], '.2%') if final else '—'} | "
             f"{format(final['finetuned']['int8_accuracy'], '.2%') if final else '—'} | "
-            f"{searched['tag'] + ' ' + format(searched['scratch']['int8_accuracy'], '.2%') if searched else '—'} | "
+            f"{searched_title(searched) + ' ' + format(searched['scratch']['int8_accuracy'], '.2%') if searched else '—'} | "
             f"{zoo_title(best) if best else '—'} | {format(best['int8_accuracy'], '.2%') if best else '—'} | "
             f"{format(latency[best['int8']], '.4f') if best else '—'} |")
     lines += saving_table(config, rows)
+    lines += scaling_table(config, grid, scaled, latency)
     lines += ["", "Zoo nets:", "", "| net | meas. (ms) | float acc. | int8 acc. | training (min) |",
               "|---|---:|---:|---:|---:|"]
     for z in sorted(zoo, key=lambda z: latency[z["int8"]]):
@@ -955,13 +1098,16 @@ def main() -> None:
     kinds = [kind for kind in FINAL_KINDS if config.short_epochs or not kind.endswith("_short")]
     finals = final_rows(picks, {kind: train_finals(config, data, picks, work, steps, kind) for kind in kinds})
     zoo = train_zoo(config, data, work, steps)
-    latency, drift = measure_all(config, zoo, finals, table, work, steps)
-    rows, goals = evaluate_goals(config, budget_list, zoo, finals, latency, steps)
+    base = scaling_base(finals)
+    grid = scale_grid(config, base, zoo, data, work, steps) if base else None
+    scaled = train_scaled(config, data, base, scale_picks(grid), work, steps) if grid else []
+    latency, drift = measure_all(config, zoo, finals, scaled, table, work, steps)
+    rows, goals = evaluate_goals(config, budget_list, zoo, finals, scaled, latency, steps)
     plots = tuple(os.path.relpath(PLOTS / f"{name}_{config.name}.png", ROOT) for name in ("search_front", "search_curves"))
-    plot_front(config, zoo, rows, pool, front, latency, ROOT / plots[0])
+    plot_front(config, zoo, rows, scaled, pool, front, latency, ROOT / plots[0])
     plot_curves(searches, budget_list, ROOT / plots[1])
-    markdown = render(config, data, checks, budget_list, supernet, searches, front, zoo, rows, goals, latency, drift,
-                      steps, plots)
+    markdown = render(config, data, checks, budget_list, supernet, searches, front, zoo, rows, grid, scaled, goals,
+                      latency, drift, steps, plots)
     if not args.no_write:
         write_section("search", markdown)
     print(markdown)
