@@ -137,6 +137,7 @@ class Steps:
         saved = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.wall: dict[str, float] = saved.get("wall", {})
         self.cpu: dict[str, float] = saved.get("cpu", {})
+        self.under_way: tuple[str, tuple[float, float]] | None = None  # the step json() computes, booked since
 
     @staticmethod
     def start() -> tuple[float, float]:
@@ -158,20 +159,27 @@ class Steps:
 
         if path.is_file():
             return json.loads(path.read_text())
-        started = self.start()
+        self.under_way = (step, self.start())
         value = compute()
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, value)
-        self.stop(step, started)
+        self.tick()
+        self.under_way = None
         return value
+
+    def tick(self) -> None:
+        """Book the time of the step under way so far: a net trained across sessions keeps every session's epochs."""
+        if self.under_way is not None:
+            step, since = self.under_way
+            self.under_way = (step, self.stop(step, since))
 
     def log(self, step: str) -> Callable[[str], None]:
         """A log callback that prints and books the time since its last call to ``step`` (a killed study keeps
         the time of its finished trials)."""
-        last = [self.start()]
+        self.under_way = (step, self.start())
 
         def log(line: str) -> None:
-            last[0] = self.stop(step, last[0])
+            self.tick()
             print(f"  {step}: {line}", flush=True)
 
         return log
@@ -496,10 +504,10 @@ def trained_result(folder: Path, model, data: Data, started: float) -> dict:
         "accuracy"], "int8": str(path.relative_to(folder.parent.parent)), "minutes": (time.perf_counter() - started) / 60}
 
 
-def fit_resumably(model, data: Data, config: Config, folder: Path, epochs: int | None = None) -> None:
+def fit_resumably(model, data: Data, config: Config, folder: Path, steps: Steps, epochs: int | None = None) -> None:
     """The final-training recipe on the training images (cut to ``epochs``), resumable per epoch: a net takes 20+
     minutes at 64 px, and Keras' BackupAndRestore (weights, optimizer step, epoch; emptied when done) keeps a killed
-    run's epochs."""
+    run's epochs, as ``steps`` keeps their time."""
     from pipeline.core.tf_env import keras
     from pipeline.stages.train import fit
 
@@ -507,7 +515,8 @@ def fit_resumably(model, data: Data, config: Config, folder: Path, epochs: int |
     if epochs is not None:
         settings = replace(settings, epochs=epochs, warmup_epochs=min(settings.warmup_epochs, epochs / 5))
     fit(model, data.train, None, settings,
-        callbacks=[keras.callbacks.BackupAndRestore(str(folder.with_name(folder.name + ".backup")))])
+        callbacks=[keras.callbacks.BackupAndRestore(str(folder.with_name(folder.name + ".backup"))),
+                   keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: steps.tick())])
 
 
 def zoo_net(config: Config, data: Data, work: Path, steps: Steps, family: str, alpha: float | None) -> dict:
@@ -523,7 +532,7 @@ def zoo_net(config: Config, data: Data, work: Path, steps: Steps, family: str, a
         started = time.perf_counter()
         knobs = {} if alpha is None else {"alpha": alpha}
         model = build_model(family, config.input_size, classes=len(data.train.class_names), **knobs)
-        fit_resumably(model, data, config, folder)
+        fit_resumably(model, data, config, folder, steps)
         return {"family": family, "alpha": alpha, **trained_result(folder, model, data, started)}
 
     print(f"zoo: {title}", flush=True)
@@ -562,14 +571,14 @@ def train_finals(config: Config, data: Data, picks: list[dict | None], work: Pat
             epochs = config.short_epochs if kind.endswith("_short") else config.final_epochs
             if kind.startswith("scratch"):
                 model = build(arch, len(data.train.class_names))
-                fit_resumably(model, data, config, folder, epochs)
+                fit_resumably(model, data, config, folder, steps, epochs)
                 return trained_result(folder, model, data, started)
             net, _ = load_supernet(work / "supernet")
             brief = kind == "finetuned"
             model, result = extract_subnet(net, arch, data.train, data.heldout, config.finetune_epochs if brief else 0,
                                            config.finetune_learning_rate, SEED)
             if not brief:
-                fit_resumably(model, data, config, folder, epochs)
+                fit_resumably(model, data, config, folder, steps, epochs)
             return {"inherited_float_accuracy": result["inherited_accuracy"],
                     **trained_result(folder, model, data, started)}
 
@@ -703,7 +712,7 @@ def train_scaled(config: Config, data: Data, base: dict, picks: dict[str, dict],
             keras.backend.clear_session()
             started = time.perf_counter()
             model = build(arch, len(data.train.class_names))
-            fit_resumably(model, data, config, folder)
+            fit_resumably(model, data, config, folder, steps)
             return trained_result(folder, model, data, started)
 
         print(f"scaled ({point['key']} of {base['tag']}): {arch.describe()}", flush=True)
@@ -995,8 +1004,8 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
     lines += [f"| {name} | {value} | {'—' if ok is None else 'yes' if ok else 'NO'} |" for name, value, ok in goals]
     lines += ["", "Per budget: the searched net picked for it (most accurate on the pooled front predicted at or under "
               "the budget), the best searched net trained from scratch measured at or under MobileNet v2 (the goals' "
-              "searched net; the trained nets are the searched front's measured points) and the best zoo net at or "
-              "under MobileNet v2's measured latency:", "",
+              "searched net: the searched front's trained points and their compound-scaled nets, below) and the best "
+              "zoo net at or under MobileNet v2's measured latency:", "",
               "| budget (pred. ms) | MobileNet v2 meas. (ms) | picked net | inherited acc. (search val.) | "
               "meas. (ms) | scratch int8 | fine-tuned int8 | best searched under it | best zoo under it | its int8 | "
               "its meas. (ms) |", "|---|---:|---|---:|---:|---:|---:|---|---|---:|---:|"]
