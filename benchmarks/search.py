@@ -996,7 +996,8 @@ def render(config: Config, data: Data, checks: dict, budget_list: list[dict], su
               f"{supernet['largest_check']['accuracy']:.1%} held-out (float, BatchNorm recalibrated) against "
               f"{reference:.1%} for MobileNet v2 α=1 trained alone {epochs(config.final_epochs)} "
               f"(a supernet that can rank candidates should be at most {100 * config.largest_check_margin:g} points "
-              f"under it: {'met' if within else 'NOT met'}). Searches: "
+              f"under it: {'met' if within else 'NOT met'}; `benchmarks/supernet_largest.py` weighs the supernet's "
+              "loop against the same architecture trained alone). Searches: "
               f"{', '.join(strategies())}, each at each budget, up to {config.evaluations} scored candidates or "
               f"{config.search_minutes:g} min per study, candidates scored with inherited weights (BatchNorm "
               f"recalibrated on batches of {config.recalibration_images} training images), each net scored once across studies.", "",
