@@ -1113,7 +1113,9 @@ def main() -> None:
     scaled = train_scaled(config, data, base, scale_picks(grid), work, steps) if grid else []
     latency, drift = measure_all(config, zoo, finals, scaled, table, work, steps)
     rows, goals = evaluate_goals(config, budget_list, zoo, finals, scaled, latency, steps)
-    plots = tuple(os.path.relpath(PLOTS / f"{name}_{config.name}.png", ROOT) for name in ("search_front", "search_curves"))
+    # The full config's plots are committed beside BENCHMARKS.md; the smoke run's stay in its run folder.
+    folder = PLOTS if config.name == "full" else work
+    plots = tuple(os.path.relpath(folder / f"{name}_{config.name}.png", ROOT) for name in ("search_front", "search_curves"))
     plot_front(config, zoo, rows, scaled, pool, front, latency, ROOT / plots[0])
     plot_curves(searches, budget_list, ROOT / plots[1])
     markdown = render(config, data, checks, budget_list, supernet, searches, front, zoo, rows, grid, scaled, goals,
