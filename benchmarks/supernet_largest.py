@@ -87,18 +87,19 @@ def main() -> None:
             print(f"arm: {arm}", flush=True)
             write_json(path, run_arm(arm, train, heldout, args.epochs, work))
         results[arm] = json.loads(path.read_text())
-    gap = results["supernet"]["accuracy"] - results["alone"]["accuracy"]
+    loop = results["supernet"]["accuracy"] - results["alone"]["accuracy"]
+    architecture = results["mobilenet_v2"]["accuracy"] - results["alone"]["accuracy"]
     lines = ["## The supernet's largest net vs the same net alone (`benchmarks/supernet_largest.py`)", "",
              f"{args.images} of the search benchmark's supernet images at {config.input_size} px, {epochs(args.epochs)} "
              "per arm with its supernet settings (peak learning rate, batch, decoupled decay, label smoothing, "
              f"warm-up), one seed; float accuracy on {args.heldout} of its held-out images:", "",
              "| arm | held-out accuracy | minutes (wall, shared machine) |", "|---|---:|---:|"]
     lines += [f"| {ARMS[arm]} | {r['accuracy']:.2%} | {r['minutes']:.1f} |" for arm, r in results.items()]
-    lines += ["", f"The supernet's loop against `fit` on the same net: {100 * gap:+.2f} points. "
-              + ("The loop trains the largest net as well as Keras does; what the search benchmark's check measures "
-                 "against MobileNet v2 is the space's largest architecture training slower."
-                 if gap > -0.015 else
-                 "The loop trains the largest net worse than Keras does on the same architecture.")]
+    lines += ["", f"The supernet's loop against `fit` on the same net: {100 * loop:+.2f} points; MobileNet v2 against the "
+              f"space's largest net, both with `fit`: {100 * architecture:+.2f} points. "
+              + ("The architecture's gap is the larger: the search benchmark's check against MobileNet v2 measures "
+                 "mostly how slowly the space's largest net trains." if abs(architecture) > abs(loop) else
+                 "The loop's gap is the larger: the supernet's training loop is what falls short.")]
     write_section("supernet_largest", "\n".join(lines))
     print("\n".join(lines))
 
