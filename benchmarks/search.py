@@ -18,7 +18,9 @@ Steps, each cached under ``--work`` so the benchmark resumes where it stopped ac
    from the supernet's weights (the supernet's last use);
 8. each picked net trained from scratch with the final-training epochs and cut short as in step 7, then the zoo
    nets (``--zoo``) at the same input size with the final-training epochs; every trained net PTQ int8;
-9. every int8 file timed in one pass, alternating rounds, 1 thread; goals, plots, BENCHMARKS.md.
+9. compound scaling of the best searched net from scratch at the fixed input size: a depth x width grid measured
+   int8 against the budgets' MobileNet v2, per budget the point with the most MACs under it trained from scratch;
+10. every int8 file timed in one pass, alternating rounds, 1 thread; goals, plots, BENCHMARKS.md.
 
     python benchmarks/search.py [--smoke] [--work DIR] [--no-write]
 """
@@ -634,8 +636,8 @@ def measure_all(config: Config, zoo: list[dict], finals: list[dict | None], scal
 # γ = 1): the best searched net from scratch grown by depth α and width β over this grid, each point measured int8
 # against the budgets' MobileNet v2 in one alternating pass; per budget, the point with the most MACs measured under
 # SCALE_MARGIN of MobileNet v2 (the most compute the budget buys; the margin absorbs the pass-to-pass noise of the
-# final latency pass) is trained from scratch as the zoo nets are. The grid is scaled's only search, so its time
-# counts toward the search-time goal.
+# final latency pass) is trained from scratch as the zoo nets are. Measuring the grid is compound scaling's search,
+# so its time counts toward the search-time goal.
 SCALE_GRIDS = {"full": ((1.0, 1.3, 1.6), tuple(round(1.1 + 0.1 * i, 1) for i in range(10))),
                "smoke": ((1.0, 1.5), (1.2, 1.6))}
 SCALE_MARGIN = 0.97
