@@ -52,7 +52,7 @@ def run_arm(arm: str, train, heldout, epochs: int, work: Path) -> dict:
     started = time.perf_counter()
     keras.backend.clear_session()
     if arm == "supernet":
-        folder = work / f"supernet_{len(train)}_{epochs}"
+        folder = work / "supernet"  # work is named after the images and epochs already
         train_supernet(train, space, settings, folder, progress=False, until="largest")
         net, _ = load_supernet(folder)
         accuracy = subnet_accuracy(net, space.largest(), train, heldout)
